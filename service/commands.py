@@ -1,0 +1,149 @@
+"""`imagegen serve` and `imagegen sample`: command-line options on top of IMAGEGEN_* settings."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from service import repository
+from service.errors import ModelLoadError, ServiceError
+from service.generation import Generator
+from service.metrics import Metrics
+from service.params import image_request
+from service.registry import Registry
+from service.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
+from service.settings import Settings, SettingsError, load_settings
+
+# Command-line option -> Settings field; options override the environment.
+_SERVE_OPTIONS: list[tuple[str, str, type]] = [
+    ("--host", "host", str),
+    ("--port", "port", int),
+    ("--models-dir", "models_dir", Path),
+    ("--provider", "provider", str),
+    ("--max-batch", "max_batch", int),
+    ("--max-delay-ms", "max_delay_ms", float),
+    ("--queue-limit", "queue_limit", int),
+    ("--max-n", "max_n", int),
+    ("--max-scale", "max_scale", int),
+    ("--default-dataset", "default_dataset", str),
+    ("--cpu-threads", "cpu_threads", int),
+    ("--log-level", "log_level", str),
+    ("--log-format", "log_format", str),
+]
+
+
+def _settings_help(field: str) -> str:
+    info = Settings.model_fields[field]
+    return f"{info.description} (env IMAGEGEN_{field.upper()})"
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imagegen serve", description="Serve the models of a model repository over HTTP."
+    )
+    for flag, field, kind in _SERVE_OPTIONS:
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=_settings_help(field))
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not log one line per request",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(**vars(args))
+    except SettingsError as exc:
+        print(f"imagegen serve: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        app = create_app(settings)
+    except ProviderError as exc:
+        print(f"imagegen serve: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,  # our middleware logs each request with its id
+        log_config=None,  # keep setup_logging's handlers
+        log_level=settings.log_level.lower(),
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, run the lifespan's
+    # shutdown (batchers drain), then return.
+    server.run()
+    return 0 if server.started else 1
+
+
+def sample_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="imagegen sample",
+        description="Generate images offline with the service's runtime (the same bytes as GET /sample).",
+    )
+    parser.add_argument("--model", required=True, help="model id (gan-mnist) or family (gan)")
+    parser.add_argument("--dataset", default=None, help="dataset when --model is a family")
+    parser.add_argument("--seed", default=None, help="seed (default: drawn and printed)")
+    parser.add_argument("--n", default=None, help="number of images (grid when > 1)")
+    parser.add_argument("--digit", default=None, help="class index")
+    parser.add_argument("--class", dest="class_", default=None, help="class name (case-insensitive)")
+    parser.add_argument("--scale", default=None, help="nearest-neighbour upscale factor")
+    parser.add_argument("--format", dest="fmt", default="png", choices=["png"], help="output format")
+    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--models-dir", type=Path, default=None, help=_settings_help("models_dir"))
+    parser.add_argument("--provider", default=None, help=_settings_help("provider"))
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(models_dir=args.models_dir, provider=args.provider)
+        provider = resolve_provider(settings.provider)
+    except (SettingsError, ProviderError) as exc:
+        print(f"imagegen sample: {exc}", file=sys.stderr)
+        return 2
+    options = RuntimeOptions(provider, settings.provider == "cuda", settings.cpu_threads)
+    registry = Registry(settings, Metrics(), ThreadPoolExecutor(max_workers=1), options)
+    registry.add(repository.scan(settings.models_dir))
+    try:
+        served = registry.find(args.model, args.dataset)
+        entry = repository.check(settings.models_dir / served.id)
+        if entry.error is not None:
+            raise ModelLoadError(entry.error)
+        runtime = ModelRuntime.load(entry.onnx_path, entry.manifest, options)
+        get = image_request(
+            served,
+            seed=args.seed,
+            n=args.n,
+            scale=args.scale,
+            fmt=args.fmt,
+            digit=args.digit,
+            class_=args.class_,
+            max_n=settings.max_n,
+            max_scale=settings.max_scale,
+        )
+    except ServiceError as exc:
+        print(f"imagegen sample: {exc.message}", file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:
+        print(f"imagegen sample: model {served.id!r} cannot be loaded: {exc}", file=sys.stderr)
+        return 1
+    data = Generator(runtime).generate(get.request, settings.max_batch)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(data)
+    print(
+        f"wrote {args.out} (model {served.id} v{served.manifest.version}, seed {get.seed}, n {get.request.n})"
+    )
+    return 0

@@ -1,0 +1,103 @@
+"""One error hierarchy: each class carries its HTTP status and machine-readable code.
+
+Code below the routes raises these without knowing HTTP; `service.app` renders every one of
+them (and FastAPI's own validation / 404 / 405 errors) in DESIGN.md's shape::
+
+    {"error": {"code": "...", "message": "...", ...details}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "bad_request"
+
+
+class MalformedJson(ServiceError):
+    status, code = 400, "malformed_json"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class UnknownModel(ServiceError):
+    status, code = 404, "unknown_model"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidParameter(ServiceError):
+    """A parameter with a value outside what is allowed (the details say what is)."""
+
+    status, code = 422, "invalid_parameter"
+
+
+class UnknownParameter(ServiceError):
+    status, code = 422, "unknown_parameter"
+
+
+class ParameterNotSupported(ServiceError):
+    """A parameter this model does not take (e.g. `digit=` for an unconditional model)."""
+
+    status, code = 422, "parameter_not_supported"
+
+
+class LimitExceeded(ServiceError):
+    status, code = 422, "limit_exceeded"
+
+
+class InvalidRequest(ServiceError):
+    """A request body that does not match its schema."""
+
+    status, code = 422, "invalid_request"
+
+
+class ModelUnavailable(ServiceError):
+    status, code = 503, "model_unavailable"
+
+
+class Overloaded(ServiceError):
+    status, code = 503, "overloaded"
+
+
+class ShuttingDown(ServiceError):
+    status, code = 503, "shutting_down"
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be served; the message is the reason shown in /v1/models and /readyz."""

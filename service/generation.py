@@ -1,0 +1,89 @@
+"""What a generation job is and how a batch of them runs: seeds + labels -> pixels -> bytes.
+
+`Generator` binds one model's runtime to the batcher's two callbacks (`run_batch` for a merged
+run, `finish` to encode a finished job); `generate()` runs a request directly, without a
+batcher, for `imagegen sample` -- the same code, so the same bytes as the HTTP endpoints.
+Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from service import imaging
+from service.batching import Job, Slice
+from service.runtime import ModelRuntime
+from service.sampling import build_feeds
+
+# png: one PNG (a grid when n > 1); png_list: one PNG per image; npy: float32 NCHW array in [0, 1].
+Output = Literal["png", "png_list", "npy"]
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """Items (seeds[i], labels[i]) of one model; labels are ignored by models without a label input."""
+
+    seeds: tuple[int, ...]
+    labels: tuple[int, ...]
+    scale: int = 1
+    output: Output = "png"
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def render(request: ImageRequest, images: np.ndarray) -> Any:
+    """Model output (float32 NCHW) -> the request's bytes: PNG, list of PNGs, or NPY."""
+    if request.output == "npy":
+        array = np.ascontiguousarray(images, dtype=np.float32)
+        if request.scale > 1:
+            array = array.repeat(request.scale, axis=2).repeat(request.scale, axis=3)
+        return imaging.encode_npy(array)
+    pixels = imaging.to_uint8(images)
+    if request.output == "png_list":
+        return [imaging.encode_png(imaging.upscale(image, request.scale)) for image in pixels]
+    return imaging.encode_png(imaging.upscale(imaging.tile(pixels), request.scale))
+
+
+def png_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class Generator:
+    """One model's batch callbacks. Both run in the batcher's worker thread."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime = runtime
+        self.manifest = runtime.manifest
+
+    def run_batch(self, slices: list[Slice]) -> list[np.ndarray]:
+        seeds: list[int] = []
+        labels: list[int] = []
+        for piece in slices:
+            request: ImageRequest = piece.job.payload
+            seeds.extend(request.seeds[piece.start : piece.stop])
+            labels.extend(request.labels[piece.start : piece.stop])
+        images = self.runtime.run(build_feeds(self.manifest, seeds, labels))
+        results, offset = [], 0
+        for piece in slices:
+            results.append(images[offset : offset + piece.size])
+            offset += piece.size
+        return results
+
+    def finish(self, job: Job) -> Any:
+        parts = job.parts
+        images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return render(job.payload, images)
+
+    def generate(self, request: ImageRequest, max_batch: int) -> Any:
+        """Run a request without a batcher (offline sampling), in runs of at most max_batch images."""
+        job = Job(size=request.n, payload=request)
+        for start in range(0, request.n, max_batch):
+            piece = Slice(job, start, min(request.n, start + max_batch))
+            job.parts.extend(self.run_batch([piece]))
+        return self.finish(job)

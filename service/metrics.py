@@ -1,0 +1,88 @@
+"""Prometheus metrics, defined once, on a registry the app owns (names fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "imagegen_requests_total",
+            "HTTP requests by route, model and status.",
+            ["route", "model", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "imagegen_request_seconds",
+            "HTTP request latency in seconds.",
+            ["route", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "imagegen_inference_seconds",
+            "Seconds per batched run (inference + encoding), by model.",
+            ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "imagegen_batch_size",
+            "Images per ONNX Runtime run.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "imagegen_queue_depth",
+            "Images waiting for a run, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.images = Counter("imagegen_images_total", "Images generated, by model.", ["model"], registry=r)
+        self.model_ready = Gauge(
+            "imagegen_model_ready",
+            "1 when the model is loaded and warmed, else 0.",
+            ["model"],
+            registry=r,
+        )
+        # Label children are looked up once per (labels) and kept: cheaper on the hot path.
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
+
+    def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
+        key = (route, model, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        hist = self._latency_children.get((route, model))
+        if hist is None:
+            hist = self._latency_children[(route, model)] = self.request_seconds.labels(route, model)
+        hist.observe(seconds)
+
+    def batch_observer(self, model: str, provider: str):
+        """Hooks for one model's batcher: (on_batch(images, seconds), on_queue(images))."""
+        inference = self.inference_seconds.labels(model, provider)
+        sizes = self.batch_size.labels(model)
+        images = self.images.labels(model)
+        depth = self.queue_depth.labels(model)
+
+        def on_batch(count: int, seconds: float) -> None:
+            inference.observe(seconds)
+            sizes.observe(count)
+            images.inc(count)
+
+        return on_batch, depth.set
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

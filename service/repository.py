@@ -1,0 +1,68 @@
+"""The model repository on disk: scan `<models_dir>/<id>/manifest.json`, validate, verify sha256.
+
+This module only reads files; it loads no session. A model whose manifest does not parse, whose
+id does not match its folder, or whose ONNX file is missing or has the wrong sha256 is returned
+with a reason instead of a manifest, so the registry can report it and serve the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.manifest import MANIFEST_NAME, Manifest, sha256_file
+
+
+@dataclass(frozen=True)
+class RepositoryEntry:
+    """One folder of the repository: a valid manifest + verified ONNX path, or the reason it is not."""
+
+    id: str
+    directory: Path
+    manifest: Manifest | None = None
+    onnx_path: Path | None = None
+    error: str | None = None
+
+
+def scan(models_dir: Path) -> list[RepositoryEntry]:
+    """Every model folder under `models_dir`, sorted by id. A missing folder is an empty repository."""
+    if not models_dir.is_dir():
+        return []
+    entries = []
+    for directory in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (directory / MANIFEST_NAME).is_file():
+            continue  # not a model folder (e.g. a scratch directory)
+        entries.append(check(directory))
+    return entries
+
+
+def check(directory: Path) -> RepositoryEntry:
+    """Validate one model folder: manifest schema, id == folder name, ONNX present, sha256 matches."""
+    model_id = directory.name
+    try:
+        manifest = Manifest.read(directory)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        return RepositoryEntry(model_id, directory, error=f"invalid manifest: {where}: {first['msg']}")
+    except (OSError, ValueError) as exc:
+        return RepositoryEntry(model_id, directory, error=f"unreadable manifest: {exc}")
+    if manifest.id != model_id:
+        return RepositoryEntry(
+            model_id, directory, error=f"manifest id {manifest.id!r} does not match folder {model_id!r}"
+        )
+    onnx_path = manifest.onnx_path(directory)
+    if not onnx_path.is_file():
+        return RepositoryEntry(model_id, directory, manifest, error=f"missing ONNX file {manifest.onnx.file}")
+    digest = sha256_file(onnx_path)
+    if digest != manifest.onnx.sha256:
+        return RepositoryEntry(
+            model_id,
+            directory,
+            manifest,
+            error=f"sha256 mismatch for {manifest.onnx.file}: manifest {manifest.onnx.sha256[:12]}..., "
+            f"file {digest[:12]}...",
+        )
+    return RepositoryEntry(model_id, directory, manifest, onnx_path)

@@ -1,0 +1,106 @@
+"""Service settings: one typed class, read from `IMAGEGEN_*` environment variables.
+
+Built once in `create_app(settings)` (or by `imagegen serve` from its options) and passed down;
+nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, each field an `IMAGEGEN_<NAME>` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", extra="ignore", frozen=True)
+
+    models_dir: Path = Field(
+        Path("./models"), description="Model repository: <id>/manifest.json + <id>/<version>/model.onnx."
+    )
+    provider: Literal["auto", "cuda", "cpu"] = Field(
+        "auto",
+        description="auto: CUDA when onnxruntime offers it and a GPU answers, else CPU; "
+        "cuda: fail at start-up without a GPU; cpu: always CPU.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server (0: any free port).")
+    max_batch: int = Field(
+        64, ge=1, le=65536, description="Most images one ONNX Runtime run takes (the dynamic batch bound)."
+    )
+    max_delay_ms: float = Field(
+        2.0,
+        ge=0.0,
+        le=1000.0,
+        description="Longest the oldest waiting request is held to let a batch fill, in milliseconds.",
+    )
+    queue_limit: int = Field(
+        2048,
+        ge=1,
+        description="Most images waiting per model; past it requests get 503 with Retry-After.",
+    )
+    max_n: int = Field(64, ge=1, description="Most images one GET /generate or /sample request may ask for.")
+    max_items: int = Field(1024, ge=1, description="Most images one POST /v1/images request may ask for.")
+    max_scale: int = Field(
+        16, ge=1, le=64, description="Largest nearest-neighbour upscale factor (`scale=`)."
+    )
+    default_dataset: str = Field(
+        "mnist", min_length=1, description="Dataset a bare family name (`model=gan`) resolves to."
+    )
+    cpu_threads: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        le=256,
+        description="ONNX Runtime intra-op threads per session on CPU (default: the machine's cores).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: human-readable lines; json: one JSON object per line."
+    )
+    access_log: bool = Field(True, description="Log one line per request (with its request id).")
+    api_key: str | None = Field(
+        None,
+        min_length=1,
+        description="When set, image and registry endpoints need `Authorization: Bearer <key>` "
+        "or `X-API-Key: <key>`; health, readiness and metrics stay open.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_log_level(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("log_level"), str):
+            data = {**data, "log_level": data["log_level"].upper()}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_n > self.queue_limit:
+            raise ValueError(f"max_n ({self.max_n}) must not exceed queue_limit ({self.queue_limit})")
+        if self.max_items > self.queue_limit:
+            raise ValueError(f"max_items ({self.max_items}) must not exceed queue_limit ({self.queue_limit})")
+        return self
+
+
+class SettingsError(Exception):
+    """Settings that cannot start the service; the message is one line per problem."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides (e.g. command-line options) on top."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"IMAGEGEN_{field.upper()}" if err["loc"] else "settings"
+            problems.append(f"{env}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
