@@ -250,3 +250,15 @@ def test_dashboard_queries_use_only_known_metrics_and_labels(root: Path) -> None
             names = {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"\b(imagegen_\w+)", expr)}
             allowed = set.union(*(METRICS[n] for n in names)) | TARGET_LABELS | {"le"}
             assert group_labels <= allowed, f"grouping by unknown label(s) {group_labels - allowed}: {expr}"
+
+
+def test_dashboard_metrics_are_the_ones_the_service_registers() -> None:
+    # The service's own metric definitions (torch-free), so a rename there fails here too.
+    from service.metrics import Metrics
+
+    kinds = {"counter": "_total", "histogram": "", "gauge": ""}
+    registered = {}
+    for family in Metrics().registry.collect():
+        registered[family.name + kinds[family.type]] = family.type
+    assert set(registered) == set(METRICS), f"service registers {sorted(registered)}"
+    assert {name for name, kind in registered.items() if kind == "histogram"} == HISTOGRAMS
