@@ -82,6 +82,31 @@ def test_compose_matches_the_compose_spec_schema(root: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _compose_cli() -> list[str] | None:
+    """A Compose implementation that can parse the file without an engine, if one is installed."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "cpu"]], ids=["default", "cpu-profile"])
+def test_compose_cli_accepts_the_file(root: Path, profile: list[str]) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no `docker compose` plugin or docker-compose installed (optional)")
+    result = subprocess.run(
+        [*cli, "-f", str(root / "docker-compose.yml"), *profile, "config", "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_schema_check_rejects_a_broken_compose_file(root: Path, tmp_path: Path) -> None:
     # A control: the schema check must actually catch mistakes (here a misspelt key).
     broken = yaml.safe_load((root / "docker-compose.yml").read_text())
