@@ -1,0 +1,68 @@
+"""The shipped models as torch eager modules, with the very weights of their ONNX files.
+
+The manifest records the family and its config (`training.config`); the family rebuilds the
+sampler, and its state is filled from the ONNX initializers, which the exporter names after
+the module's parameters. Nothing is read from training runs, so this works on a fresh clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from service.manifest import Manifest
+from training.checkpoint import build_model
+
+
+class WeightsMismatch(Exception):
+    pass
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    model = onnx.load(str(path))
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def load_torch_sampler(model_dir: Path) -> tuple[torch.nn.Module, Manifest]:
+    """(sampler in eval mode, manifest) for `models/<id>`."""
+    manifest = Manifest.read(model_dir)
+    family_model = build_model(manifest.family, manifest.training["config"])
+    sampler = family_model.sampler().eval()
+    weights = _initializers(manifest.onnx_path(model_dir))
+    state = sampler.state_dict()
+    missing = []
+    for name, tensor in state.items():
+        array = weights.get(name)
+        if array is None or tuple(array.shape) != tuple(tensor.shape):
+            if name.endswith("num_batches_tracked"):
+                continue
+            missing.append(name)
+            continue
+        state[name] = torch.from_numpy(array.copy()).to(tensor.dtype)
+    if missing:
+        raise WeightsMismatch(
+            f"{manifest.id}: {len(missing)} tensors not found in the ONNX file, e.g. {missing[:3]}"
+        )
+    sampler.load_state_dict(state)
+    return sampler, manifest
+
+
+def latents(seeds: np.ndarray, latent_dim: int) -> np.ndarray:
+    """DESIGN.md's sampling contract: one PCG64 stream per seed."""
+    return np.stack([
+        np.random.Generator(np.random.PCG64(int(s))).standard_normal(latent_dim, dtype=np.float32)
+        for s in seeds
+    ]) if latent_dim else np.zeros((len(seeds), 0), np.float32)
+
+
+def torch_inputs(manifest: Manifest, seeds: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, ...]:
+    feeds = []
+    if "z" in manifest.inputs:
+        feeds.append(torch.from_numpy(latents(seeds, manifest.latent_dim)))
+    if "label" in manifest.inputs:
+        feeds.append(torch.from_numpy(labels.astype(np.int64)))
+    return tuple(feeds)
