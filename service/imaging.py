@@ -1,16 +1,27 @@
 """Model output -> bytes: uint8 conversion, nearest-neighbour upscale, grids, PNG and NPY encoding.
 
-Pure numpy + Pillow and deterministic: the same pixels always give the same PNG bytes, which
-the ETag and `imagegen sample` rely on.
+Deterministic: the same pixels always give the same PNG bytes, which the ETag and `imagegen
+sample` rely on.
+
+PNG is written here with zlib (signature, IHDR, one IDAT with filter type 0 rows, IEND) rather
+than with Pillow's `Image.save`: for a 28x28 image Pillow spent 200-600 us per save in Python
+overhead on this 2-core machine -- several times the cost of running the model for that image --
+while this writer takes about 40-60 us. Pillow still reads every PNG back in the tests.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
-from PIL import Image
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types by channel count: grayscale, grayscale+alpha, RGB, RGBA.
+_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+_IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -47,13 +58,19 @@ def upscale(image: np.ndarray, scale: int) -> np.ndarray:
     return image.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """HWC uint8 -> PNG bytes (grayscale L for one channel, RGB for three)."""
-    channels = image.shape[-1]
-    pixels = image[..., 0] if channels == 1 else image
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def encode_png(image: np.ndarray, level: int = 6) -> bytes:
+    """HWC uint8 -> PNG bytes (8-bit grayscale for one channel, RGB for three, +alpha for 2/4)."""
+    height, width, channels = image.shape
+    rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # column 0: filter type 0 (None)
+    rows[:, 1:] = image.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[channels], 0, 0, 0)
+    return b"".join(
+        (_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows.data, level)), _IEND)
+    )
 
 
 def encode_npy(array: np.ndarray) -> bytes:

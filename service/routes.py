@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -144,36 +144,66 @@ def _model_headers(served: ServedModel, seed: int) -> dict[str, str]:
     return {"X-Model-Id": served.id, "X-Model-Version": str(served.manifest.version), "X-Seed": str(seed)}
 
 
-_Model = Annotated[
-    str | None,
-    Query(
-        description="A model id (`gan-mnist`) or a family (`gan`, resolved "
-        "with `dataset=`, default from settings, to its non-baseline model)."
+def _query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": name == "model",
+        "description": description,
+        "schema": schema,
+    }
+
+
+# Query parameters are read from request.query_params by service.params (FastAPI's per-parameter
+# validation costs more than the rest of the request); they are documented for /docs here.
+_GET_PARAMETERS = [
+    _query_param(
+        "model",
+        "A model id (`gan-mnist`) or a family (`gan`), resolved with `dataset=` "
+        "(default from settings) to the family's non-baseline model.",
+        {"type": "string"},
+    ),
+    _query_param(
+        "dataset", "Dataset when `model` is a family: mnist, fashion, emoji, ...", {"type": "string"}
+    ),
+    _query_param(
+        "seed",
+        "Integer in [0, 2^63-1]; image i of n uses seed+i. Omitted: the server draws one "
+        "(returned in X-Seed).",
+        {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+    ),
+    _query_param(
+        "n",
+        "Number of images (1..max_n); n > 1 returns one grid PNG, ceil(sqrt(n)) columns.",
+        {"type": "integer", "minimum": 1, "default": 1},
+    ),
+    _query_param(
+        "scale",
+        "Nearest-neighbour upscale factor (1..max_scale).",
+        {"type": "integer", "minimum": 1, "default": 1},
+    ),
+    _query_param(
+        "format",
+        "png (default) or json (base64 PNGs with seeds and labels).",
+        {"type": "string", "enum": ["png", "json"], "default": "png"},
+    ),
+    _query_param(
+        "digit", "Class index 0..num_classes-1 (conditional models only).", {"type": "integer", "minimum": 0}
+    ),
+    _query_param(
+        "class",
+        "Class name, case-insensitive (`bag`, `Ankle boot`, `smileys-emotion`), or its "
+        "index (conditional models only).",
+        {"type": "string"},
     ),
 ]
-_Dataset = Annotated[
-    str | None, Query(description="Dataset when `model` is a family: mnist, fashion, emoji, ...")
-]
-_Seed = Annotated[
-    str | None,
-    Query(
-        description="Integer in [0, 2^63-1]; image i of n uses seed+i. "
-        "Omitted: the server draws one (returned in X-Seed)."
-    ),
-]
-_N = Annotated[str | None, Query(description="Number of images (1..max_n); n > 1 returns a grid PNG.")]
-_Scale = Annotated[str | None, Query(description="Nearest-neighbour upscale factor (1..max_scale).")]
-_Format = Annotated[
-    str | None, Query(alias="format", description="png (default) or json (base64 PNGs, seeds, labels).")
-]
-_Digit = Annotated[str | None, Query(description="Class index 0..num_classes-1 (conditional models only).")]
-_Class = Annotated[
-    str | None,
-    Query(
-        alias="class",
-        description="Class name, case-insensitive (`bag`, `Ankle boot`, `smileys-emotion`), or its index.",
-    ),
-]
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A PNG (a grid when n > 1), or JSON with format=json.",
+        "content": {"image/png": {}, "application/json": {}},
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+}
 
 
 class ImagesBody(BaseModel):
@@ -200,35 +230,27 @@ class ImagesBody(BaseModel):
 def build_router() -> APIRouter:
     router = APIRouter()
 
-    async def get_images(
-        request: Request,
-        model: str | None,
-        dataset: str | None,
-        seed: str | None,
-        n: str | None,
-        scale: str | None,
-        fmt: str | None,
-        digit: str | None,
-        class_: str | None,
-    ) -> Response:
+    async def get_images(request: Request) -> Response:
         ctx = _ctx(request)
         _authorize(ctx, request)
         _check_query(request)
+        q = request.query_params
+        model = q.get("model")
         if model is None:
             raise InvalidParameter(
                 "model is required (a model id or a family)", parameter="model", models=ctx.registry.ids()
             )
-        served = ctx.registry.resolve(model, dataset)
+        served = ctx.registry.resolve(model, q.get("dataset"))
         request.scope["state"]["model"] = served.id
         s = ctx.settings
         get = image_request(
             served,
-            seed=seed,
-            n=n,
-            scale=scale,
-            fmt=fmt,
-            digit=digit,
-            class_=class_,
+            seed=q.get("seed"),
+            n=q.get("n"),
+            scale=q.get("scale"),
+            fmt=q.get("format"),
+            digit=q.get("digit"),
+            class_=q.get("class"),
             max_n=s.max_n,
             max_scale=s.max_scale,
         )
@@ -258,41 +280,23 @@ def build_router() -> APIRouter:
         "/generate",
         tags=["images"],
         summary="Image(s) of a class",
-        responses={200: {"content": {"image/png": {}}}},
+        openapi_extra={"parameters": _GET_PARAMETERS},
+        responses=_IMAGE_RESPONSES,
     )
-    async def generate(
-        request: Request,
-        model: _Model = None,
-        dataset: _Dataset = None,
-        seed: _Seed = None,
-        n: _N = None,
-        scale: _Scale = None,
-        fmt: _Format = None,
-        digit: _Digit = None,
-        class_: _Class = None,
-    ) -> Response:
+    async def generate(request: Request) -> Response:
         """`/generate?model=label&digit=3`: the class from `digit=`/`class=` (or seed % num_classes)."""
-        return await get_images(request, model, dataset, seed, n, scale, fmt, digit, class_)
+        return await get_images(request)
 
     @router.get(
         "/sample",
         tags=["images"],
         summary="Image(s) from a seed",
-        responses={200: {"content": {"image/png": {}}}},
+        openapi_extra={"parameters": _GET_PARAMETERS},
+        responses=_IMAGE_RESPONSES,
     )
-    async def sample(
-        request: Request,
-        model: _Model = None,
-        dataset: _Dataset = None,
-        seed: _Seed = None,
-        n: _N = None,
-        scale: _Scale = None,
-        fmt: _Format = None,
-        digit: _Digit = None,
-        class_: _Class = None,
-    ) -> Response:
+    async def sample(request: Request) -> Response:
         """`/sample?model=gan&seed=42`: same parameters as /generate."""
-        return await get_images(request, model, dataset, seed, n, scale, fmt, digit, class_)
+        return await get_images(request)
 
     @router.post(
         "/v1/images",
