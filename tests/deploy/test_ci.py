@@ -19,7 +19,7 @@ def test_ci_installs_torch_first_then_dev_extra_then_runs_pytest(root: Path) -> 
     text = (root / ".ci" / "run").read_text()
     torch = text.index('TORCH_VERSION="2.13.0"')
     torch_install = text.index('pip install --quiet "${torch_args[@]}"')
-    dev_install = text.index("pip install --quiet -e '.[dev]'")
-    tests = text.index(".venv/bin/python -m pytest -q")
+    dev_install = text.index("step \"install -e .[dev]\" .venv/bin/python -m pip install --quiet -e '.[dev]'")
+    tests = text.index('step "pytest" .venv/bin/python -m pytest -q')
     assert torch < torch_install < dev_install < tests
     assert "IMAGEGEN_DATA_DIR" in text and "IMAGEGEN_SHARED" in text
