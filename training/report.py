@@ -69,7 +69,10 @@ class Row:
 
     @property
     def evaluated(self) -> bool:
-        return "fid_cls" in self.m
+        """Metrics present and measured on the ONNX file the manifest now names (a re-export
+        makes a new version, whose quality is unknown until it is evaluated again)."""
+        measured = self.m.get("evaluation", {}).get("onnx_sha256")
+        return "fid_cls" in self.m and measured == self.manifest.onnx.sha256
 
 
 def _pct(x: float | None) -> str:
