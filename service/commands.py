@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ _SERVE_OPTIONS: list[tuple[str, str, type]] = [
     ("--max-delay-ms", "max_delay_ms", float),
     ("--queue-limit", "queue_limit", int),
     ("--max-n", "max_n", int),
+    ("--max-items", "max_items", int),
     ("--max-scale", "max_scale", int),
     ("--default-dataset", "default_dataset", str),
     ("--cpu-threads", "cpu_threads", int),
@@ -38,6 +40,10 @@ _SERVE_OPTIONS: list[tuple[str, str, type]] = [
 def _settings_help(field: str) -> str:
     info = Settings.model_fields[field]
     return f"{info.description} (env IMAGEGEN_{field.upper()})"
+
+
+def _stopped_by_signal(signum: int, frame: object) -> None:
+    """Installed before uvicorn's own handlers; only reached after uvicorn's graceful shutdown."""
 
 
 def serve_main(argv: list[str]) -> int:
@@ -86,7 +92,10 @@ def serve_main(argv: list[str]) -> int:
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, run the lifespan's
-    # shutdown (batchers drain), then return.
+    # shutdown (batchers drain), then return. Afterwards it re-raises the signal to the handler that
+    # was installed before it; a no-op one there makes a clean, signalled stop exit with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped_by_signal)
     server.run()
     return 0 if server.started else 1
 

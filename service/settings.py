@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         2.0,
         ge=0.0,
-        le=1000.0,
+        le=10000.0,
         description="Longest the oldest waiting request is held to let a batch fill, in milliseconds.",
     )
     queue_limit: int = Field(

@@ -1,0 +1,175 @@
+"""Shared fixtures: a real `imagegen serve` on a free loopback port, over the real models in models/.
+
+One server serves the whole session (`server`); tests that need other settings or a damaged
+repository start their own with `start_server`. Model ids are discovered through /v1/models,
+never hard-coded: `conditional` is a ready model with `z` and `label` inputs, `label_only` one
+with only `label` (the label family), `unconditional` one with only `z` (when present).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+# The real repository; IMAGEGEN_TEST_MODELS_DIR points the tests at another (e.g. while models train).
+MODELS_DIR = Path(os.environ.get("IMAGEGEN_TEST_MODELS_DIR", REPO / "models"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool = True) -> Server:
+    """`imagegen serve` in a subprocess; returns once /readyz answers (200, or 503 after loading)."""
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--models-dir",
+        str(models_dir),
+        "--cpu-threads",
+        "1",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("IMAGEGEN_API_KEY", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            r = httpx.get(server.url + "/readyz", timeout=2)
+            loading = r.status_code == 503 and r.json()["error"]["message"].startswith("models are still")
+            if not wait_ready or not loading:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    if not any(MODELS_DIR.glob("*/manifest.json")):
+        pytest.fail(f"no models in {MODELS_DIR}: the service tests need the real model repository")
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(models_dir, tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def catalog(client: httpx.Client) -> list[dict[str, Any]]:
+    body = client.get("/v1/models").json()
+    return [m for m in body["models"] if m["state"] == "ready"]
+
+
+def _pick(catalog: list[dict[str, Any]], inputs: set[str]) -> dict[str, Any] | None:
+    found = [m for m in catalog if set(m["manifest"]["inputs"]) == inputs]
+    found.sort(key=lambda m: (m["baseline"], m["manifest"]["image"]["channels"] != 1, m["id"]))
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="session")
+def conditional(catalog: list[dict[str, Any]]) -> dict[str, Any]:
+    model = _pick(catalog, {"z", "label"})
+    if model is None:
+        pytest.fail("the service tests need at least one ready model with z and label inputs")
+    return model
+
+
+@pytest.fixture(scope="session")
+def label_only(catalog: list[dict[str, Any]]) -> dict[str, Any]:
+    model = _pick(catalog, {"label"})
+    if model is None:
+        pytest.skip("no label-family model (inputs: label only) in the repository")
+    return model
+
+
+@pytest.fixture(scope="session")
+def unconditional(catalog: list[dict[str, Any]]) -> dict[str, Any]:
+    model = _pick(catalog, {"z"})
+    if model is None:
+        pytest.skip("no unconditional model (inputs: z only) in the repository")
+    return model
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> HWC uint8 array (through Pillow, as a client would)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    array = np.asarray(image)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def copy_model(models_dir: Path, model_id: str, dest: Path, new_id: str | None = None) -> Path:
+    """Copy a model folder (optionally under a new id, manifest id rewritten)."""
+    target = dest / (new_id or model_id)
+    shutil.copytree(models_dir / model_id, target)
+    if new_id:
+        import json
+
+        manifest_path = target / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["id"] = new_id
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    return target

@@ -1,0 +1,170 @@
+"""The dynamic batcher on its own: driven through submit() with a small run_batch that records calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from service.batching import BatcherStopped, DynamicBatcher, Job, QueueFull, Slice
+
+
+class Recorder:
+    """run_batch that returns, per slice, the item numbers it ran; records each run's slices."""
+
+    def __init__(self, fail_when: int | None = None, gate: threading.Event | None = None) -> None:
+        self.runs: list[list[tuple[str, int, int]]] = []
+        self.fail_when = fail_when
+        self.gate = gate
+
+    def __call__(self, slices: list[Slice]) -> list[list[int]]:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.runs.append([(s.job.payload, s.start, s.stop) for s in slices])
+        if self.fail_when is not None and any(s.job.payload == self.fail_when for s in slices):
+            raise RuntimeError("boom")
+        return [list(range(s.start, s.stop)) for s in slices]
+
+
+def _finish(job: Job) -> list[int]:
+    return [i for part in job.parts for i in part]
+
+
+def _batcher(run, **kw) -> DynamicBatcher:
+    opts = {"max_batch": 8, "max_delay_s": 0.05, "queue_limit": 64} | kw
+    return DynamicBatcher(run, finish=_finish, **opts)
+
+
+def test_concurrent_jobs_share_a_run_and_keep_their_order() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = _batcher(rec)
+        b.start()
+        futures = [b.submit(Job(size=2, payload=name)) for name in "abc"]
+        results = await asyncio.gather(*futures)
+        await b.stop()
+        assert results == [[0, 1]] * 3
+        assert rec.runs == [[("a", 0, 2), ("b", 0, 2), ("c", 0, 2)]]
+
+    asyncio.run(main())
+
+
+def test_a_large_job_spans_runs_of_max_batch_images() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = _batcher(rec, max_batch=4)
+        b.start()
+        big, small = b.submit(Job(size=10, payload="big")), b.submit(Job(size=1, payload="small"))
+        assert await big == list(range(10))
+        assert await small == [0]
+        await b.stop()
+        assert [sum(stop - start for _, start, stop in run) for run in rec.runs] == [4, 4, 3]
+        assert rec.runs[-1] == [("big", 8, 10), ("small", 0, 1)]
+
+    asyncio.run(main())
+
+
+def test_full_batch_runs_without_waiting_for_the_delay() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = _batcher(rec, max_batch=2, max_delay_s=60)
+        b.start()
+        assert await asyncio.wait_for(b.submit(Job(size=2, payload="x")), 10) == [0, 1]
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_queue_bound_refuses_instead_of_waiting() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        b = _batcher(Recorder(gate=gate), max_batch=2, queue_limit=3, max_delay_s=0)
+        b.start()
+        first = b.submit(Job(size=2, payload="a"))
+        await asyncio.sleep(0.05)  # the first run is now blocked on the gate, the queue is empty
+        queued = b.submit(Job(size=3, payload="b"))
+        with pytest.raises(QueueFull):
+            b.submit(Job(size=1, payload="c"))
+        gate.set()
+        assert await first == [0, 1] and await queued == [0, 1, 2]
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_failing_run_fails_only_its_jobs() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        rec = Recorder(fail_when="bad", gate=gate)
+        b = _batcher(rec, max_batch=2, max_delay_s=0)
+        b.start()
+        first = b.submit(Job(size=2, payload="ok1"))
+        await asyncio.sleep(0.05)
+        bad, mate = b.submit(Job(size=1, payload="bad")), b.submit(Job(size=1, payload="mate"))
+        later = b.submit(Job(size=2, payload="ok2"))
+        gate.set()
+        assert await first == [0, 1]
+        with pytest.raises(RuntimeError):
+            await bad
+        with pytest.raises(RuntimeError):
+            await mate  # shared the failing run
+        assert await later == [0, 1]
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_cancelled_jobs_are_skipped() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        rec = Recorder(gate=gate)
+        b = _batcher(rec, max_batch=2, max_delay_s=0)
+        b.start()
+        first = b.submit(Job(size=2, payload="first"))
+        await asyncio.sleep(0.05)
+        gone = b.submit(Job(size=2, payload="gone"))
+        kept = b.submit(Job(size=1, payload="kept"))
+        gone.cancel()
+        gate.set()
+        assert await first == [0, 1] and await kept == [0]
+        await b.stop()
+        assert all(name != "gone" for run in rec.runs for name, _, _ in run)
+        assert b.queued == 0
+
+    asyncio.run(main())
+
+
+def test_stop_finishes_queued_jobs_then_refuses() -> None:
+    async def main() -> None:
+        b = _batcher(Recorder(), max_delay_s=30)
+        b.start()
+        pending = b.submit(Job(size=1, payload="p"))
+        await b.stop()
+        assert pending.done() and pending.result() == [0]
+        with pytest.raises(BatcherStopped):
+            b.submit(Job(size=1, payload="late"))
+
+    asyncio.run(main())
+
+
+def test_observation_hooks() -> None:
+    async def main() -> None:
+        batches: list[int] = []
+        depths: list[int] = []
+        b = DynamicBatcher(
+            Recorder(),
+            finish=_finish,
+            max_batch=4,
+            max_delay_s=0.01,
+            queue_limit=10,
+            on_batch=lambda n, s: batches.append(n),
+            on_queue=depths.append,
+        )
+        b.start()
+        await asyncio.gather(b.submit(Job(size=3, payload="a")), b.submit(Job(size=3, payload="b")))
+        await b.stop()
+        assert sum(batches) == 6 and max(batches) <= 4
+        assert max(depths) == 6 and depths[-1] == 0
+
+    asyncio.run(main())

@@ -1,0 +1,185 @@
+"""A repository with damaged models beside a good one, a tight queue, graceful shutdown, bad settings.
+
+The damaged copies are made from a real model: wrong sha256, a truncated ONNX file (sha updated,
+so onnxruntime itself must refuse it), a manifest whose inputs contradict the graph, and a
+manifest that is not JSON. The good model keeps serving; the others are reported with reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.manifest import sha256_file
+from tests.service.conftest import REPO, Server, copy_model, start_server
+
+BROKEN = ("broken-sha", "broken-truncated", "broken-mismatch", "broken-json")
+SLOW = (
+    "--max-delay-ms",
+    "1500",
+    "--max-batch",
+    "64",
+    "--queue-limit",
+    "4",
+    "--max-n",
+    "4",
+    "--max-items",
+    "4",
+)
+
+
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def damaged_dir(models_dir: Path, conditional: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("damaged-models")
+    good = conditional["id"]
+    copy_model(models_dir, good, root)
+    sha = copy_model(models_dir, good, root, "broken-sha")
+    _edit_manifest(sha, onnx={**conditional["manifest"]["onnx"], "sha256": "0" * 64})
+    trunc = copy_model(models_dir, good, root, "broken-truncated")
+    onnx_path = trunc / conditional["manifest"]["onnx"]["file"]
+    onnx_path.write_bytes(onnx_path.read_bytes()[: onnx_path.stat().st_size // 3])
+    _edit_manifest(trunc, onnx={**conditional["manifest"]["onnx"], "sha256": sha256_file(onnx_path)})
+    mismatch = copy_model(models_dir, good, root, "broken-mismatch")
+    latent = conditional["manifest"]["latent_dim"] + 3
+    _edit_manifest(mismatch, latent_dim=latent, inputs={"z": [-1, latent], "label": [-1]})
+    garbage = copy_model(models_dir, good, root, "broken-json")
+    (garbage / "manifest.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def degraded(damaged_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(damaged_dir, tmp_path_factory.mktemp("degraded"), *SLOW)
+    yield srv
+    srv.stop()
+
+
+def test_good_model_serves_beside_broken_ones(degraded: Server, conditional: dict) -> None:
+    ready = httpx.get(degraded.url + "/readyz")
+    assert ready.status_code == 200
+    states = ready.json()["models"]
+    assert states[conditional["id"]] == "ready"
+    assert all(states[b] == "failed" for b in BROKEN)
+    listing = {m["id"]: m for m in httpx.get(degraded.url + "/v1/models").json()["models"]}
+    assert "sha256" in listing["broken-sha"]["reason"]
+    assert "onnxruntime" in listing["broken-truncated"]["reason"]
+    assert "inputs" in listing["broken-mismatch"]["reason"] or "dims" in listing["broken-mismatch"]["reason"]
+    assert "manifest" in listing["broken-json"]["reason"]
+    metrics = httpx.get(degraded.url + "/metrics").text
+    assert 'imagegen_model_ready{model="broken-sha"} 0.0' in metrics
+
+
+def test_failed_model_answers_503_with_reason(degraded: Server) -> None:
+    r = httpx.get(degraded.url + "/sample", params={"model": "broken-sha", "seed": 1})
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["code"] == "model_unavailable" and "sha256" in err["reason"]
+
+
+def _queue_depth(url: str, model: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    match = re.search(rf'^imagegen_queue_depth{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _wait_for_depth(url: str, model: str, depth: float) -> None:
+    deadline = time.monotonic() + 30
+    while _queue_depth(url, model) < depth:
+        assert time.monotonic() < deadline, "requests never reached the queue"
+        time.sleep(0.02)
+
+
+def test_full_queue_answers_503_with_retry_after(degraded: Server, conditional: dict) -> None:
+    results: list[int] = []
+    holder = threading.Thread(
+        target=lambda: results.append(
+            httpx.get(
+                degraded.url + "/sample", params={"model": conditional["id"], "seed": 1, "n": 4}, timeout=60
+            ).status_code
+        )
+    )
+    holder.start()
+    _wait_for_depth(degraded.url, conditional["id"], 4)  # the queue (limit 4) is now full
+    r = httpx.get(degraded.url + "/sample", params={"model": conditional["id"], "seed": 2})
+    holder.join()
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "overloaded"
+    assert results == [200]
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(
+    damaged_dir: Path, conditional: dict, tmp_path: Path
+) -> None:
+    srv = start_server(damaged_dir, tmp_path, *SLOW)
+    statuses: list[int] = []
+
+    def call(seed: int) -> None:
+        r = httpx.get(srv.url + "/sample", params={"model": conditional["id"], "seed": seed}, timeout=60)
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=call, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    _wait_for_depth(srv.url, conditional["id"], 3)  # all three wait in the batcher (1.5 s delay)
+    assert srv.stop() == 0
+    for t in threads:
+        t.join()
+    assert statuses == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--max-batch", "0"], {}, "IMAGEGEN_MAX_BATCH"),
+        (["--port", "70000"], {}, "IMAGEGEN_PORT"),
+        ([], {"IMAGEGEN_PROVIDER": "tpu"}, "IMAGEGEN_PROVIDER"),
+        ([], {"IMAGEGEN_MAX_N": "100", "IMAGEGEN_QUEUE_LIMIT": "10"}, "max_n"),
+        ([], {"IMAGEGEN_LOG_FORMAT": "xml"}, "IMAGEGEN_LOG_FORMAT"),
+    ],
+)
+def test_invalid_settings_stop_start_up_with_one_message(args: list[str], env: dict, needle: str) -> None:
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--port", "0", *args]
+    done = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env={**_clean_env(), **env}
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("imagegen serve: invalid settings") and needle in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_provider_cuda_without_a_gpu_fails_loudly() -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", "serve", "--provider", "cuda"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+    )
+    assert done.returncode == 2 and "provider=cuda" in done.stderr
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
