@@ -458,7 +458,9 @@ def _label(served: ServedModel, value: int | str, index: int) -> int:
         found = served.lookup_class(value)
         if found is not None:
             return found
-    elif 0 <= value < manifest.num_classes:
+        if value.strip().isascii() and value.strip().isdigit() and len(value) < 20:
+            value = int(value.strip())  # a class index sent as a string, as `class=3` accepts
+    if isinstance(value, int) and 0 <= value < manifest.num_classes:
         return value
     raise InvalidParameter(
         f"labels[{index}] = {str(value)[:60]!r} is not a class of {served.id!r}",

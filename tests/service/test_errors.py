@@ -85,6 +85,7 @@ def test_unknown_class_name_lists_names(client: httpx.Client, conditional: dict)
         ("seed", "abc", "invalid_parameter"),
         ("seed", str(MAX_SEED + 1), "invalid_parameter"),
         ("seed", "9" * 400, "invalid_parameter"),
+        ("seed", "9" * 5000, "invalid_parameter"),
         ("seed", "", "invalid_parameter"),
         ("format", "gif", "invalid_parameter"),
     ],
@@ -160,6 +161,12 @@ def test_post_schema_errors(client: httpx.Client, conditional: dict, patch: dict
     body = {"model": conditional["id"], "seeds": [1], **patch}
     err = _error(client.post("/v1/images", json=body), 422, "invalid_request")
     assert err["errors"] and "loc" in err["errors"][0]
+
+
+def test_post_huge_integer(client: httpx.Client, conditional: dict) -> None:
+    body = '{"model": "%s", "seeds": [%s]}' % (conditional["id"], "9" * 5000)
+    r = client.post("/v1/images", content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("malformed_json", "invalid_request")
 
 
 def test_post_semantic_errors(client: httpx.Client, conditional: dict) -> None:
