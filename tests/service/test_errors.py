@@ -164,7 +164,7 @@ def test_post_schema_errors(client: httpx.Client, conditional: dict, patch: dict
 
 
 def test_post_huge_integer(client: httpx.Client, conditional: dict) -> None:
-    body = '{"model": "%s", "seeds": [%s]}' % (conditional["id"], "9" * 5000)
+    body = '{"model": "' + conditional["id"] + '", "seeds": [' + "9" * 5000 + "]}"
     r = client.post("/v1/images", content=body.encode(), headers={"content-type": "application/json"})
     assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("malformed_json", "invalid_request")
 
