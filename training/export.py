@@ -1,0 +1,208 @@
+"""`imagegen export`: a training run's checkpoint -> the ONNX model repository.
+
+    imagegen export runs/gan-mnist --models-dir models/ [--id gan-mnist] [--grid docs/grids/gan-mnist.png]
+
+Writes `models/<id>/<version>/model.onnx` (plus e.g. `encoder.onnx` for the VAE) and
+`models/<id>/manifest.json` (DESIGN.md; validated by `service.manifest.Manifest`). Each graph
+is exported in eval mode with a dynamic batch axis, then run through ONNX Runtime and compared
+with torch on random inputs; a graph that differs by more than the tolerance, depends on its
+batch, or leaves [0, 1] is refused and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from service.manifest import MANIFEST_NAME, Manifest, OnnxSpec, sha256_file
+from training.checkpoint import load_checkpoint
+from training.families.base import ExportSpec, FamilyModel
+from training.grid import grid_inputs, save_grid
+from training.trainer import run_id
+
+OPSET = 17
+TOLERANCE = 1e-4
+MAX_BYTES = 10 * 1024 * 1024
+FILE_NAMES = {"model": "model.onnx"}
+
+
+class ExportError(Exception):
+    """The exported graph is not faithful to the checkpoint, or the repository is unusable."""
+
+
+def export_graph(spec: ExportSpec, path: Path) -> None:
+    dynamic = {name: {0: "batch"} for name in (*spec.input_names, *spec.output_names)}
+    spec.module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            spec.module, spec.example_inputs, str(path), input_names=list(spec.input_names),
+            output_names=list(spec.output_names), dynamic_axes=dynamic, opset_version=OPSET,
+            dynamo=False, do_constant_folding=True,
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def random_feeds(spec: ExportSpec, batch: int, rng: np.random.Generator, num_classes: int) -> dict[str, np.ndarray]:
+    feeds = {}
+    for name, example in zip(spec.input_names, spec.example_inputs, strict=True):
+        if example.dtype == torch.int64:
+            feeds[name] = rng.integers(0, num_classes, size=batch).astype(np.int64)
+        elif name == "image":
+            feeds[name] = rng.random((batch, *example.shape[1:]), dtype=np.float32)
+        else:
+            feeds[name] = rng.standard_normal((batch, *example.shape[1:]), dtype=np.float32)
+    return feeds
+
+
+def check_parity(spec: ExportSpec, path: Path, num_classes: int, seed: int = 0) -> float:
+    """Max |ORT - torch| over random inputs; raises ExportError past the tolerance, when an
+    image differs alone and inside a batch, or (for images) leaves [0, 1]."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch in (1, 7):
+        feeds = random_feeds(spec, batch, rng, num_classes)
+        got = session.run(list(spec.output_names), feeds)
+        with torch.no_grad():
+            want = spec.module(*[torch.from_numpy(feeds[n]) for n in spec.input_names])
+        want = want if isinstance(want, tuple) else (want,)
+        for name, g, w in zip(spec.output_names, got, want, strict=True):
+            diff = float(np.max(np.abs(g - w.numpy())))
+            worst = max(worst, diff)
+            if diff > TOLERANCE:
+                raise ExportError(f"{path.name}: output {name!r} differs from torch by {diff:.2e} (> {TOLERANCE})")
+            if name == "image" and (g.min() < 0.0 or g.max() > 1.0):
+                raise ExportError(f"{path.name}: image values leave [0, 1] ({g.min():.3f}..{g.max():.3f})")
+        if batch > 1:  # batch independence: the last item alone equals the last item of the batch
+            alone = session.run(list(spec.output_names), {k: v[-1:] for k, v in feeds.items()})
+            for name, a, g in zip(spec.output_names, alone, got, strict=True):
+                if np.max(np.abs(a[0] - g[-1])) > TOLERANCE:
+                    raise ExportError(f"{path.name}: output {name!r} depends on the rest of the batch")
+    return worst
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    if (model_dir / MANIFEST_NAME).exists():
+        try:
+            versions.append(Manifest.read(model_dir).version)
+        except ValueError:
+            pass
+    return max(versions, default=0) + 1
+
+
+def build_manifest(
+    model: FamilyModel, ckpt: dict[str, Any], model_id: str, version: int, files: dict[str, tuple[str, str]],
+    specs: dict[str, ExportSpec],
+) -> Manifest:
+    cfg, data, run = model.config, ckpt["dataset"], ckpt["run_config"]
+    main_spec = specs["model"]
+    extra = {
+        role: OnnxSpec(
+            file=files[role][0], sha256=files[role][1], opset=OPSET,
+            inputs={n: [-1, *s] for n, s in spec.input_shapes.items()},
+            outputs={n: [-1, *s] for n, s in spec.output_shapes.items()},
+        )
+        for role, spec in specs.items() if role != "model"
+    }
+    variant = run["variant"]
+    return Manifest(
+        id=model_id, family=ckpt["family"], dataset=data["name"], version=version,
+        image={"channels": cfg.channels, "height": cfg.image_size, "width": cfg.image_size},
+        latent_dim=cfg.latent_dim if "z" in model.inputs else 0,
+        num_classes=len(data["class_names"]), class_names=list(data["class_names"]),
+        inputs={n: [-1, *s] for n, s in main_spec.input_shapes.items()},
+        outputs={"image": [-1, cfg.channels, cfg.image_size, cfg.image_size]},
+        onnx=OnnxSpec(file=files["model"][0], sha256=files["model"][1], opset=OPSET),
+        extra_onnx=extra,
+        baseline=variant == "seed",
+        variant=variant,
+        training={
+            "epochs": ckpt["epoch"], "seed": run["seed"], "duration_s": round(ckpt["duration_s"], 1),
+            "device": ckpt.get("device", "cpu"), "threads": ckpt.get("threads"),
+            "commit": git_commit(), "steps": ckpt["step"], "batch_size": run["batch_size"],
+            "train_images": data["train_images"], "torch": ckpt.get("torch"),
+            "guidance": getattr(cfg, "guidance", None), "config": ckpt["model_config"],
+        },
+    )
+
+
+def export_run(run_dir: Path, models_dir: Path, model_id: str | None = None, grid: Path | None = None) -> Manifest:
+    model, ckpt = load_checkpoint(run_dir)
+    model.eval()
+    model_id = model_id or run_id(ckpt["family"], ckpt["dataset"]["name"], ckpt["run_config"]["variant"])
+    specs = model.export_specs()
+    num_classes = model.config.num_classes
+    model_dir = models_dir / model_id
+    version = next_version(model_dir)
+    files: dict[str, tuple[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, spec in specs.items():
+            name = FILE_NAMES.get(role, f"{role}.onnx")
+            path = Path(tmp) / name
+            export_graph(spec, path)
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise ExportError(f"{name} is {size / 2**20:.1f} MiB (limit {MAX_BYTES / 2**20:.0f} MiB)")
+            diff = check_parity(spec, path, num_classes)
+            print(f"{model_id} v{version} {name}: {size / 1024:.0f} KiB, max |onnx - torch| = {diff:.1e}")
+            files[role] = (f"{version}/{name}", sha256_file(path))
+        manifest = build_manifest(model, ckpt, model_id, version, files, specs)
+        (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+        for role in specs:
+            name = Path(files[role][0]).name
+            shutil.copyfile(Path(tmp) / name, model_dir / str(version) / name)
+    manifest.write(model_dir)
+    Manifest.read(model_dir)  # what the service will read must validate
+    if grid is not None:
+        render_grid(model_dir, manifest, grid)
+    return manifest
+
+
+def render_grid(model_dir: Path, manifest: Manifest, path: Path) -> Path:
+    """The documentation grid, drawn by ONNX Runtime from the exported file (what is served)."""
+    session = ort.InferenceSession(str(manifest.onnx_path(model_dir)), providers=["CPUExecutionProvider"])
+    feeds, cols = grid_inputs(tuple(manifest.inputs), manifest.latent_dim, manifest.num_classes)
+    (images,) = session.run(["image"], feeds)
+    return save_grid(images, cols, path, scale=2 if manifest.image.height <= 32 else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="imagegen export", description="Export a training run to ONNX.")
+    p.add_argument("run", type=Path, help="run directory (holds checkpoint.pt) or a checkpoint file")
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--id", default=None, help="model id (default <family>-<dataset>[-seed])")
+    p.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG here")
+    args = p.parse_args(argv)
+    try:
+        manifest = export_run(args.run, args.models_dir, args.id, args.grid)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"imagegen export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.models_dir / manifest.id / MANIFEST_NAME} (version {manifest.version})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`gan` family (seeds 002-004): a class-conditional DCGAN.
+
+- default: generator z + label embedding -> dense -> transposed convolutions (batch norm,
+  ReLU, tanh); discriminator with spectral norm and a projection head for the label
+  (Miyato & Koyama 2018); hinge loss; Adam 2e-4, betas (0.5, 0.999).
+- seed: the seeds' DCGAN settings: binary cross-entropy, Adam 1e-3 (Keras defaults, beta1 0.9),
+  no spectral norm, the label given to the discriminator as one-hot planes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from training.families.base import (
+    FamilyModel,
+    batch_stats,
+    create_config,
+    init_weights,
+    randn,
+    refresh_batchnorm,
+    to_signed,
+    to_unit,
+)
+from training.families.layers import ConvGenerator, down_stack, one_hot_maps
+
+PRESETS = {
+    "default": {},
+    "seed": {"loss": "bce", "lr": 1e-3, "beta1": 0.9, "spectral_norm": False, "projection": False},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    variant: str = "default"
+    latent_dim: int = 64
+    embed_dim: int = 16  # label embedding concatenated to z
+    g_width: int = 16  # generator: (B, 4*g_width, 7, 7) at 28x28
+    d_width: int = 32
+    loss: str = "hinge"  # hinge | bce
+    spectral_norm: bool = True
+    projection: bool = True  # projection discriminator; else one-hot planes concatenated to the input
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    @classmethod
+    def create(cls, variant: str = "default", **fields) -> Config:
+        return create_config(cls, PRESETS, variant, **fields)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 1
+
+
+class Discriminator(nn.Module):
+    """(B, C, 28, 28) -> (B, d, 14, 14) -> (B, 2d, 7, 7) -> score (B,)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        self.concat = cfg.conditional and not cfg.projection
+        in_ch = cfg.channels + (cfg.num_classes if self.concat else 0)
+        self.features, ch, size = down_stack(in_ch, cfg.image_size, cfg.d_width, sn=cfg.spectral_norm)
+        wrap = spectral_norm if cfg.spectral_norm else (lambda m: m)
+        self.feat_dim = ch * size * size
+        self.head = wrap(nn.Linear(self.feat_dim, 1))
+        self.proj = wrap(nn.Embedding(cfg.num_classes, self.feat_dim)) if cfg.conditional and cfg.projection else None
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.concat:
+            x = torch.cat([x, one_hot_maps(label, self.num_classes, x.shape[-1])], dim=1)
+        h = self.features(x).flatten(1)  # (B, 2d*7*7)
+        out = self.head(h).squeeze(1)
+        if self.proj is not None:
+            out = out + (self.proj(label) * h).sum(dim=1)
+        return out
+
+
+class Sampler(nn.Module):
+    def __init__(self, generator: ConvGenerator, conditional: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.conditional = conditional
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return to_unit(torch.tanh(self.generator(z, label if self.conditional else None)))
+
+
+class Model(FamilyModel):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.inputs = ("z", "label") if c.conditional else ("z",)
+        self.generator = ConvGenerator(
+            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width
+        )
+        self.discriminator = Discriminator(c)
+        self.generator.apply(init_weights)
+        if not c.spectral_norm:
+            self.discriminator.apply(init_weights)
+
+    def configure_optimizers(self):
+        c = self.config
+        betas = (c.beta1, c.beta2)
+        return {
+            "g": torch.optim.Adam(self.generator.parameters(), c.lr, betas=betas),
+            "d": torch.optim.Adam(self.discriminator.parameters(), c.lr, betas=betas),
+        }
+
+    def _fake(self, n: int, label: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        z = randn(n, self.config.latent_dim, device=label.device, gen=gen)
+        return torch.tanh(self.generator(z, label))
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d_real, d_fake = self.discriminator(real, y), self.discriminator(fake, y)
+        if self.config.loss == "hinge":
+            return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
+            F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+
+    def g_loss(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d_fake = self.discriminator(fake, y)
+        if self.config.loss == "hinge":
+            return -d_fake.mean()
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))  # non-saturating
+
+    def train_step(self, x, y, opts):
+        self.train()
+        real = to_signed(x)
+        fake = self._fake(x.shape[0], y)
+        d_loss = self.d_loss(real, fake.detach(), y)
+        opts["d"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        opts["d"].step()
+        g_loss = self.g_loss(fake, y)
+        opts["g"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        opts["g"].step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    @torch.no_grad()
+    def probe_loss(self, x, y, gen):
+        with batch_stats(self):
+            return self.d_loss(to_signed(x), self._fake(x.shape[0], y, gen), y).item()
+
+    def before_sampling(self, gen: torch.Generator) -> None:
+        c = self.config
+        n = 256
+
+        dev = next(self.parameters()).device
+
+        def inputs():
+            z = randn(n, c.latent_dim, device=dev, gen=gen)
+            return z, torch.randint(0, c.num_classes, (n,), generator=gen).to(dev)
+
+        refresh_batchnorm(self.generator, inputs)
+
+    def sampler(self) -> nn.Module:
+        return Sampler(self.generator, self.config.conditional).eval()

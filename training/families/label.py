@@ -1,0 +1,181 @@
+"""`label` family (seed 000): a class label -> dense -> 7x7 feature map -> transposed convolutions -> image.
+
+Deterministic: the only input is the label (latent_dim 0), so the best a pixel loss can do is
+a typical image of each class.
+
+- default: one-hot -> Linear -> (B, 4w, 7, 7) -> two ConvTranspose x2 stages with batch norm
+  -> sigmoid; per-pixel binary cross-entropy (the per-class mean image, sharpened by BN/ReLU).
+- seed: the seed's layers (Dense 7x7x256 without bias, BN + LeakyReLU, ConvTranspose 5x5 to
+  128 (stride 1), 64 and 1 (stride 2)) trained with categorical cross-entropy over pixels:
+  softmax over the H*W pixels against the image normalised to sum 1. The image is the softmax
+  scaled so its brightest pixel is 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.families.base import (
+    ExportSpec,
+    FamilyModel,
+    batch_stats,
+    create_config,
+    init_weights,
+    upsample_plan,
+)
+
+PRESETS = {
+    "default": {},
+    "seed": {"width": 64, "lr": 1e-3, "beta1": 0.9},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    variant: str = "default"
+    latent_dim: int = 0  # deterministic: label only
+    width: int = 16  # channels of the last hidden map; the 7x7 map has 4*width (seed: 256)
+    lr: float = 2e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    @classmethod
+    def create(cls, variant: str = "default", **fields) -> Config:
+        return create_config(cls, PRESETS, variant, **fields)
+
+
+class Generator(nn.Module):
+    """default: one-hot -> (B, 4w, 7, 7) -> (B, 2w, 14, 14) -> (B, C, 28, 28) logits."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        base, stages = upsample_plan(cfg.image_size)
+        ch = cfg.width * 2 ** stages
+        self.base, self.ch = base, ch
+        self.fc = nn.Sequential(
+            nn.Linear(cfg.num_classes, ch * base * base, bias=False),
+            nn.BatchNorm1d(ch * base * base),
+            nn.ReLU(True),
+        )
+        layers: list[nn.Module] = []
+        for _ in range(stages - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),  # x2
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(True),
+            ]
+            ch //= 2
+        layers.append(nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1))  # (B, C, H, W)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, label: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(label, self.num_classes).float()
+        h = self.fc(onehot).view(-1, self.ch, self.base, self.base)  # (B, 4w, 7, 7)
+        return self.net(h)  # logits (B, C, 28, 28)
+
+
+class SeedGenerator(nn.Module):
+    """seed 000: one-hot -> (B, 256, 7, 7) -> (B, 128, 7, 7) -> (B, 64, 14, 14) -> (B, C, 28, 28)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        base, stages = upsample_plan(cfg.image_size)
+        ch = cfg.width * 4  # 256 for the seed's width 64
+        self.base, self.ch = base, ch
+        self.fc = nn.Sequential(
+            nn.Linear(cfg.num_classes, ch * base * base, bias=False),
+            nn.BatchNorm1d(ch * base * base),
+            nn.LeakyReLU(0.3),
+        )
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(ch, ch // 2, 5, 1, 2, bias=False),  # (B, 128, 7, 7)
+            nn.BatchNorm2d(ch // 2),
+            nn.LeakyReLU(0.3),
+        ]
+        ch //= 2
+        for _ in range(stages - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 5, 2, 2, output_padding=1, bias=False),  # x2
+                nn.BatchNorm2d(ch // 2),
+                nn.LeakyReLU(0.3),
+            ]
+            ch //= 2
+        layers.append(nn.ConvTranspose2d(ch, cfg.channels, 5, 2, 2, output_padding=1, bias=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, label: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(label, self.num_classes).float()
+        return self.net(self.fc(onehot).view(-1, self.ch, self.base, self.base))  # logits
+
+
+def pixel_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over all pixels of each image (the seed's categorical output)."""
+    b = logits.shape[0]
+    return torch.softmax(logits.reshape(b, -1), dim=1).reshape(logits.shape)
+
+
+class Sampler(nn.Module):
+    def __init__(self, generator: nn.Module, seed_output: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.seed_output = seed_output
+
+    def forward(self, label: torch.Tensor) -> torch.Tensor:
+        logits = self.generator(label)
+        if not self.seed_output:
+            return torch.sigmoid(logits)
+        p = pixel_softmax(logits)
+        peak = p.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        return p / peak  # brightest pixel = 1
+
+
+class Model(FamilyModel):
+    inputs = ("label",)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.seed = config.variant == "seed"
+        self.generator = SeedGenerator(config) if self.seed else Generator(config)
+        self.generator.apply(init_weights)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        return {"g": torch.optim.Adam(self.generator.parameters(), c.lr, betas=(c.beta1, c.beta2))}
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self.generator(y)
+        if not self.seed:
+            return F.binary_cross_entropy_with_logits(logits, x)
+        b = x.shape[0]
+        target = x.reshape(b, -1)
+        target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        return -(target * torch.log_softmax(logits.reshape(b, -1), dim=1)).sum(dim=1).mean()
+
+    def train_step(self, x, y, opts):
+        self.train()
+        loss = self.loss(x, y)
+        opts["g"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["g"].step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def probe_loss(self, x, y, gen):
+        with batch_stats(self):
+            return self.loss(x, y).item()
+
+    def sampler(self) -> nn.Module:
+        return Sampler(self.generator, self.seed).eval()
+
+    def export_specs(self) -> dict[str, ExportSpec]:
+        return super().export_specs()

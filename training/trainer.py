@@ -1,0 +1,319 @@
+"""`imagegen train`: train one family on one dataset, in one visible order.
+
+seed -> device -> data -> model -> optimisers -> (resume) -> loop over epochs
+(steps with a progress bar and a CSV loss row each; at epoch end a sample grid from fixed
+inputs, a loss-curve PNG and a checkpoint to resume from).
+
+    imagegen train --family gan --dataset mnist --epochs 5 --out runs/gan-mnist
+    imagegen train --family gan --dataset imagefolder --data-dir /data/emoji --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, make_state, save_checkpoint
+from training.data import DatasetError, ImageDataset, default_data_dir, load_dataset
+from training.families import FAMILIES, get_family
+from training.families.base import FamilyModel
+from training.grid import grid_inputs, save_grid
+
+LOSS_CSV = "losses.csv"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about a run that is not the model's own hyper-parameters."""
+
+    family: str
+    dataset: str  # mnist | fashion | imagefolder
+    epochs: int
+    out: str
+    data_dir: str = "data"
+    dataset_name: str = ""  # the name in the model id; defaults to the dataset / folder name
+    image_size: int = 64  # image folders only; IDX sets are 28x28
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0 = torch's default
+    variant: str = "default"
+    guidance: str = ""  # evaluator only: energy | reference
+    max_samples: int = 0  # 0 = all training images; else a seeded subset (seed baselines on a budget)
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("imagegen train: --device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+def load_training_data(run: RunConfig) -> ImageDataset:
+    ds = load_dataset(run.dataset, run.data_dir, "train", run.image_size, run.dataset_name or None)
+    if run.max_samples and run.max_samples < len(ds):
+        pick = np.sort(np.random.default_rng(run.seed).permutation(len(ds))[: run.max_samples])
+        ds = ImageDataset(ds.name, ds.images[pick], ds.labels[pick], ds.class_names)
+    return ds
+
+
+def build_model(run: RunConfig, ds: ImageDataset) -> FamilyModel:
+    module = get_family(run.family)
+    extra: dict[str, Any] = dict(run.overrides)
+    if run.guidance:
+        if run.family != "evaluator":
+            raise ValueError("--guidance applies to the evaluator family only")
+        extra["guidance"] = run.guidance
+    channels, height, width = ds.shape
+    cfg = module.Config.create(
+        run.variant, channels=channels, image_size=height, num_classes=max(ds.num_classes, 1), **extra
+    )
+    return module.Model(cfg)
+
+
+def run_id(family: str, dataset_name: str, variant: str) -> str:
+    return f"{family}-{dataset_name}" + ("-seed" if variant == "seed" else "")
+
+
+def _rng_state(data_gen: torch.Generator) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+
+
+def draw_grid(model: FamilyModel, path: Path, device: torch.device) -> Path:
+    cfg = model.config
+    feeds, cols = grid_inputs(model.inputs, cfg.latent_dim, cfg.num_classes)
+    sampler = model.sampler().eval()
+    with torch.no_grad():
+        args = [torch.from_numpy(feeds[name]).to(device) for name in model.inputs]
+        images = sampler(*args).cpu().numpy()
+    model.train()
+    return save_grid(images, cols, path, scale=2 if cfg.image_size <= 32 else 1)
+
+
+def plot_losses(csv_path: Path, png_path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    names = [k for k in rows[0] if k not in ("epoch", "step")]
+    steps = np.array([int(r["step"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    window = max(1, len(rows) // 100)
+    for name in names:
+        values = np.array([float(r[name]) for r in rows])
+        if window > 1:  # moving average; raw GAN losses are too noisy to read
+            values = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[len(steps) - len(values) :], values, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train and return the run directory (checkpoint, config.json, losses.csv, samples/)."""
+    # seed, threads, device
+    torch.manual_seed(run.seed)
+    np.random.seed(run.seed)
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    device = resolve_device(run.device)
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # data: kept as uint8 on the device, converted to float per batch
+    ds = load_training_data(run)
+    images = torch.from_numpy(ds.images).to(device)
+    labels = torch.from_numpy(ds.labels).to(device)
+    n = len(ds)
+    batch = min(run.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the last partial batch (batch norm wants > 1)
+    dataset_info = {
+        "name": ds.name, "kind": run.dataset, "class_names": ds.class_names,
+        "channels": ds.shape[0], "image_size": ds.shape[1], "train_images": n,
+    }
+
+    # model and optimisers
+    model = build_model(run, ds).to(device)
+    opts = model.configure_optimizers()
+    data_gen = torch.Generator().manual_seed(run.seed)
+    epoch, step, duration = 0, 0, 0.0
+
+    ckpt_path = out / CHECKPOINT_NAME
+    csv_path = out / LOSS_CSV
+    if resume and ckpt_path.exists():
+        saved_model, ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(saved_model.state_dict())
+        for name, opt in opts.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        data_gen.set_state(ckpt["rng"]["data"])
+        epoch, step, duration = ckpt["epoch"], ckpt["step"], ckpt["duration_s"]
+        print(f"resuming {out} from epoch {epoch} (step {step})", flush=True)
+        _truncate_csv(csv_path, step)
+    else:
+        csv_path.unlink(missing_ok=True)
+        (out / "config.json").write_text(
+            json.dumps(
+                {"run": dataclasses.asdict(run), "model": dataclasses.asdict(model.config),
+                 "family": run.family, "dataset": dataset_info},
+                indent=2, sort_keys=True,
+            ) + "\n"
+        )
+
+    title = f"{run_id(run.family, ds.name, run.variant)} ({run.variant})"
+    print(
+        f"training {title}: {n} images {ds.shape}, {ds.num_classes} classes, {run.epochs} epochs x "
+        f"{steps_per_epoch} steps of {batch}, device {device}, threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    csv_file = csv_path.open("a", newline="")
+    writer: csv.DictWriter | None = None
+    try:
+        while epoch < run.epochs:
+            started = time.perf_counter()
+            perm = torch.randperm(n, generator=data_gen).to(device)
+            bar = tqdm(
+                range(steps_per_epoch), desc=f"epoch {epoch + 1}/{run.epochs}", disable=not progress,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
+            )
+            for i in bar:
+                idx = perm[i * batch : (i + 1) * batch]
+                x = images[idx].float().div_(255.0)
+                losses = model.train_step(x, labels[idx], opts)
+                step += 1
+                if writer is None:
+                    writer = csv.DictWriter(csv_file, fieldnames=["epoch", "step", *losses])
+                    if csv_file.tell() == 0:
+                        writer.writeheader()
+                writer.writerow({"epoch": epoch + 1, "step": step, **{k: f"{v:.6g}" for k, v in losses.items()}})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            epoch += 1
+            csv_file.flush()
+            model.before_sampling(torch.Generator().manual_seed(run.seed * 1000 + epoch))
+            duration += time.perf_counter() - started
+            draw_grid(model, out / "samples" / f"epoch_{epoch:03d}.png", device)
+            plot_losses(csv_path, out / "losses.png", title)
+            state = make_state(
+                model, opts, family=run.family, run_config=dataclasses.asdict(run), dataset=dataset_info,
+                epoch=epoch, step=step, duration_s=duration, rng=_rng_state(data_gen),
+            )
+            state["device"] = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
+            state["threads"] = torch.get_num_threads()
+            save_checkpoint(ckpt_path, state)
+            print(f"epoch {epoch}/{run.epochs} done in {time.perf_counter() - started:.0f}s "
+                  f"(total {duration:.0f}s); last losses {bar.postfix}", flush=True)
+    finally:
+        csv_file.close()
+    return out
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint's step (a run killed mid-epoch)."""
+    if not path.exists():
+        return
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[1]) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def parse_overrides(family: str, items: list[str]) -> dict[str, Any]:
+    """`--set width=8 --set lr=1e-3` typed by the family's config fields."""
+    cfg_fields = {f.name: f for f in dataclasses.fields(get_family(family).Config)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg_fields:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(cfg_fields)}")
+        kind = str(cfg_fields[key].type)
+        if kind == "bool":
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif kind == "int":
+            out[key] = int(value)
+        elif kind == "float":
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imagegen train", description="Train a model family on a dataset.")
+    p.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    p.add_argument("--dataset", required=True, choices=["mnist", "fashion", "imagefolder"])
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--data-dir", default=None, help="IDX root (default $IMAGEGEN_DATA_DIR or data); "
+                   "for imagefolder the image folder itself")
+    p.add_argument("--name", default="", help="dataset name in the model id (imagefolder: default folder name)")
+    p.add_argument("--image-size", type=int, default=64, help="image folders only (IDX sets are 28x28)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--variant", default="default", choices=["default", "seed"])
+    p.add_argument("--guidance", default="", choices=["", "energy", "reference"],
+                   help="evaluator: energy (EBGAN, default) or reference (the seed's scheme)")
+    p.add_argument("--max-samples", type=int, default=0, help="train on a seeded subset of this size")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set g_width=8")
+    p.add_argument("--out", default="", help="run directory (default runs/<family>-<dataset>[-seed])")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_dir = args.data_dir or str(default_data_dir())
+    name = args.name or (Path(data_dir).name if args.dataset == "imagefolder" else args.dataset)
+    variant = "seed" if args.guidance == "reference" else args.variant
+    try:
+        overrides = parse_overrides(args.family, args.overrides)
+        run = RunConfig(
+            family=args.family, dataset=args.dataset, epochs=args.epochs,
+            out=args.out or f"runs/{run_id(args.family, name, variant)}",
+            data_dir=data_dir, dataset_name=name, image_size=args.image_size, batch_size=args.batch_size,
+            seed=args.seed, device=args.device, threads=args.threads, variant=variant,
+            guidance=args.guidance, max_samples=args.max_samples, overrides=overrides,
+        )
+        out = train(run, resume=args.resume, progress=not args.no_progress)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"imagegen train: {exc}", file=sys.stderr)
+        return 2
+    print(f"run saved in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
