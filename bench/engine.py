@@ -51,9 +51,12 @@ def feeds_for(manifest: Manifest, batch: int) -> dict[str, np.ndarray]:
     return build_feeds(manifest, seeds, [s % manifest.num_classes for s in seeds])
 
 
-def bench_ort(model_dir: Path, manifest: Manifest, batches: list[int], args) -> dict[int, float]:
+def load_runtime(model_dir: Path, manifest: Manifest, args) -> ModelRuntime:
     options = RuntimeOptions(provider=args.provider, strict=args.provider == "cuda", cpu_threads=args.threads)
-    runtime = ModelRuntime.load(manifest.onnx_path(model_dir), manifest, options)
+    return ModelRuntime.load(manifest.onnx_path(model_dir), manifest, options)
+
+
+def bench_ort(runtime: ModelRuntime, manifest: Manifest, batches: list[int], args) -> dict[int, float]:
     out = {}
     for b in batches:
         feeds = feeds_for(manifest, b)
@@ -61,7 +64,9 @@ def bench_ort(model_dir: Path, manifest: Manifest, batches: list[int], args) -> 
     return out
 
 
-def bench_torch(model_dir: Path, manifest: Manifest, batches: list[int], args) -> dict[int, float] | str:
+def bench_torch(
+    model_dir: Path, manifest: Manifest, batches: list[int], args, runtime: ModelRuntime
+) -> dict[int, float] | str:
     try:
         import torch
         from torch_models import load_torch_sampler
@@ -69,13 +74,20 @@ def bench_torch(model_dir: Path, manifest: Manifest, batches: list[int], args) -
         return f"torch not installed ({exc})"
     torch.set_num_threads(args.threads)
     sampler, _ = load_torch_sampler(model_dir)
+    # Same weights, checked: the fp32 eager output must match ONNX Runtime's.
+    check = feeds_for(manifest, 8)
+    with torch.inference_mode():
+        eager = sampler(*[torch.from_numpy(check[n]) for n in ("z", "label") if n in check]).numpy()
+    diff = float(np.abs(eager - runtime.run(check)).max())
+    if diff > 1e-3:
+        return f"torch weights differ from the ONNX file (max abs diff {diff:.2e})"
     device = "cuda" if args.provider == "cuda" else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     sampler = sampler.to(device=device, dtype=dtype)
     out = {}
     for b in batches:
         feeds = feeds_for(manifest, b)
-        tensors = [torch.from_numpy(feeds[n]).to(device) for n in manifest.inputs]
+        tensors = [torch.from_numpy(feeds[n]).to(device) for n in ("z", "label") if n in feeds]
         tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
 
         def run(tensors=tensors):
@@ -112,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.models_dir / model_id
         manifest = Manifest.read(model_dir)
         mflop = count_flops(manifest.onnx_path(model_dir)) / 1e6
-        results = {"ort": bench_ort(model_dir, manifest, batches, args)}
+        runtime = load_runtime(model_dir, manifest, args)
+        results = {"ort": bench_ort(runtime, manifest, batches, args)}
         if not args.no_torch:
-            results["torch"] = bench_torch(model_dir, manifest, batches, args)
+            results["torch"] = bench_torch(model_dir, manifest, batches, args, runtime)
         for engine, res in results.items():
             if isinstance(res, str):
                 print(f"{model_id:22} {mflop:9.2f} {engine:7} {res}")

@@ -34,15 +34,24 @@ def load_torch_sampler(model_dir: Path) -> tuple[torch.nn.Module, Manifest]:
     sampler = family_model.sampler().eval()
     weights = _initializers(manifest.onnx_path(model_dir))
     state = sampler.state_dict()
+    used: set[str] = set()
     missing = []
     for name, tensor in state.items():
         array = weights.get(name)
-        if array is None or tuple(array.shape) != tuple(tensor.shape):
-            if name.endswith("num_batches_tracked"):
-                continue
+        if array is not None and tuple(array.shape) == tuple(tensor.shape):
+            state[name] = torch.from_numpy(array.copy()).to(tensor.dtype)
+            used.add(name)
+        elif not name.endswith("num_batches_tracked"):
             missing.append(name)
-            continue
-        state[name] = torch.from_numpy(array.copy()).to(tensor.dtype)
+    for name in missing[:]:
+        # The exporter turns a Linear into MatMul with the weight transposed under a generic
+        # name; take it when exactly one unused initializer has the transposed shape.
+        shape = tuple(state[name].shape)
+        found = [k for k, a in weights.items() if k not in used and len(shape) == 2 and a.shape == shape[::-1]]
+        if len(found) == 1:
+            state[name] = torch.from_numpy(weights[found[0]].T.copy()).to(state[name].dtype)
+            used.add(found[0])
+            missing.remove(name)
     if missing:
         raise WeightsMismatch(
             f"{manifest.id}: {len(missing)} tensors not found in the ONNX file, e.g. {missing[:3]}"
