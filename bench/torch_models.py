@@ -47,7 +47,8 @@ def load_torch_sampler(model_dir: Path) -> tuple[torch.nn.Module, Manifest]:
         # The exporter turns a Linear into MatMul with the weight transposed under a generic
         # name; take it when exactly one unused initializer has the transposed shape.
         shape = tuple(state[name].shape)
-        found = [k for k, a in weights.items() if k not in used and len(shape) == 2 and a.shape == shape[::-1]]
+        found = [k for k, a in weights.items()
+                 if k not in used and len(shape) == 2 and a.shape == shape[::-1]]
         if len(found) == 1:
             state[name] = torch.from_numpy(weights[found[0]].T.copy()).to(state[name].dtype)
             used.add(found[0])
