@@ -7,10 +7,11 @@ one access-log line.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from service.metrics import Metrics
@@ -51,6 +52,9 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # Request ids: a random per-process prefix + a counter (uuid4 costs a getrandom call each).
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -64,7 +68,7 @@ class RequestContext:
                     request_id = value
                 break
         if request_id is None:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = f"{self._id_prefix}{next(self._ids):016x}".encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
         status = 500
