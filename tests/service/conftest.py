@@ -57,7 +57,9 @@ class Server:
         return self.process.returncode
 
 
-def start_server(models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool = True) -> Server:
+def start_server(
+    models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+) -> Server:
     """`imagegen serve` in a subprocess; returns once /readyz answers (200, or 503 after loading)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
@@ -76,10 +78,10 @@ def start_server(models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool 
         "1",
         *extra,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("IMAGEGEN_API_KEY", None)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
+    environ |= {"PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environ)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -126,11 +126,19 @@ def test_full_queue_answers_503_with_retry_after(degraded: Server, conditional: 
 def test_sigterm_finishes_in_flight_requests_then_exits_0(
     damaged_dir: Path, conditional: dict, tmp_path: Path
 ) -> None:
-    srv = start_server(damaged_dir, tmp_path, *SLOW)
+    # This server also checks an API key and writes JSON log lines.
+    srv = start_server(
+        damaged_dir, tmp_path, *SLOW, env={"IMAGEGEN_API_KEY": "s3cret", "IMAGEGEN_LOG_FORMAT": "json"}
+    )
+    params = {"model": conditional["id"], "seed": 1}
+    denied = httpx.get(srv.url + "/sample", params=params)
+    assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
+    assert httpx.get(srv.url + "/healthz").status_code == 200  # probes stay open
     statuses: list[int] = []
 
     def call(seed: int) -> None:
-        r = httpx.get(srv.url + "/sample", params={"model": conditional["id"], "seed": seed}, timeout=60)
+        headers = {"Authorization": "Bearer s3cret"} if seed % 2 else {"X-API-Key": "s3cret"}
+        r = httpx.get(srv.url + "/sample", params={**params, "seed": seed}, headers=headers, timeout=60)
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=call, args=(s,)) for s in range(3)]
@@ -141,6 +149,11 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(
     for t in threads:
         t.join()
     assert statuses == [200, 200, 200]
+    access = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    assert any(
+        e.get("logger") == "imagegen.access" and e.get("status") == 200 and e.get("request_id")
+        for e in access
+    )
 
 
 @pytest.mark.parametrize(
