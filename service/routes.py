@@ -63,9 +63,10 @@ def _ctx(request: Request) -> Context:
 
 
 def _authorize(ctx: Context, request: Request) -> None:
-    key = ctx.settings.api_key
-    if key is None:
+    secret = ctx.settings.api_key
+    if secret is None:
         return
+    key = secret.get_secret_value()
     given = request.headers.get("x-api-key")
     if given is None:
         auth = request.headers.get("authorization", "")

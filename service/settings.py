@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         "text", description="text: human-readable lines; json: one JSON object per line."
     )
     access_log: bool = Field(True, description="Log one line per request (with its request id).")
-    api_key: str | None = Field(
+    api_key: SecretStr | None = Field(
         None,
         min_length=1,
         description="When set, image and registry endpoints need `Authorization: Bearer <key>` "
@@ -77,9 +77,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _upper_log_level(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("log_level"), str):
-            data = {**data, "log_level": data["log_level"].upper()}
+    def _normalise(cls, data: object) -> object:
+        """`IMAGEGEN_LOG_LEVEL=debug` is DEBUG; an empty `IMAGEGEN_API_KEY=` means no key."""
+        if isinstance(data, dict):
+            if isinstance(data.get("log_level"), str):
+                data = {**data, "log_level": data["log_level"].upper()}
+            if data.get("api_key") == "":
+                data = {k: v for k, v in data.items() if k != "api_key"}
         return data
 
     @model_validator(mode="after")
