@@ -30,6 +30,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Enqueue the record as it is: the message is formatted on the listener thread, not on the
+    request path (the stock QueueHandler formats before enqueueing). Our log calls pass only
+    immutable args (str, int, float), so formatting later gives the same text."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -47,7 +56,10 @@ def setup_logging(level: str, fmt: str) -> None:
     _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
     _listener.start()
     atexit.register(_listener.stop)
-    handler = logging.handlers.QueueHandler(records)
+    handler = _DeferredQueueHandler(records)
+    # Per-record fields nobody reads here; skipping them makes each record cheaper to create.
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in ("imagegen", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
