@@ -277,6 +277,12 @@ def build_router() -> APIRouter:
             return JSONResponse(body, headers=headers)
         return Response(result, media_type="image/png", headers=headers)
 
+    # The hot routes, registered first as plain Starlette routes so they match before the
+    # documented APIRoutes below: no dependency solving, ~0.06 ms less CPU per request. The
+    # APIRoutes (same handler) only feed /docs and /openapi.json.
+    router.add_route("/generate", get_images, methods=["GET"], include_in_schema=False)
+    router.add_route("/sample", get_images, methods=["GET"], include_in_schema=False)
+
     @router.get(
         "/generate",
         tags=["images"],
