@@ -19,8 +19,9 @@ from service.batching import Job, Slice
 from service.runtime import ModelRuntime
 from service.sampling import build_feeds
 
-# png: one PNG (a grid when n > 1); png_list: one PNG per image; npy: float32 NCHW array in [0, 1].
-Output = Literal["png", "png_list", "npy"]
+# png: one PNG (a grid when n > 1); png_base64_list: one base64 PNG per image (for JSON responses);
+# npy: float32 NCHW array in [0, 1].
+Output = Literal["png", "png_base64_list", "npy"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ def render(request: ImageRequest, images: np.ndarray) -> Any:
             array = array.repeat(request.scale, axis=2).repeat(request.scale, axis=3)
         return imaging.encode_npy(array)
     pixels = imaging.to_uint8(images)
-    if request.output == "png_list":
-        return [imaging.encode_png(imaging.upscale(image, request.scale)) for image in pixels]
+    if request.output == "png_base64_list":
+        # Base64 here too, so the event loop only assembles the JSON.
+        return [png_base64(imaging.encode_png(imaging.upscale(image, request.scale))) for image in pixels]
     return imaging.encode_png(imaging.upscale(imaging.tile(pixels), request.scale))
 
 

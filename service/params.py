@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from service.errors import InvalidParameter, LimitExceeded, ParameterNotSupported
 from service.generation import ImageRequest, Output
+from service.manifest import Manifest
 from service.registry import ServedModel
 from service.sampling import MAX_SEED, default_label
 
@@ -34,6 +35,23 @@ def parse_seed(raw: str | None) -> int | None:
     if raw is None:
         return None
     return parse_int("seed", raw, low=0, high=MAX_SEED, what="a non-negative integer")
+
+
+# Most pixel values (images x height x width x channels, after scale) one request may produce:
+# 64 28x28 images at scale 16 fit; 1,024 64x64 RGB images at scale 16 (3 GB) do not.
+MAX_OUTPUT_VALUES = 2**24
+
+
+def check_output_size(manifest: Manifest, count: int, scale: int) -> None:
+    image = manifest.image
+    values = count * image.channels * image.height * image.width * scale * scale
+    if values > MAX_OUTPUT_VALUES:
+        raise LimitExceeded(
+            f"{count} images of {image.width * scale}x{image.height * scale}x{image.channels} are "
+            f"{values:,} values, over the limit of {MAX_OUTPUT_VALUES:,} per request: lower n or scale",
+            parameter="scale",
+            max_values=MAX_OUTPUT_VALUES,
+        )
 
 
 def draw_seed() -> int:
@@ -108,6 +126,7 @@ def image_request(
         )
     count = 1 if n is None else parse_int("n", n, low=1, high=max_n)
     factor = 1 if scale is None else parse_int("scale", scale, low=1, high=max_scale)
+    check_output_size(manifest, count, factor)
     class_index = resolve_class(served, digit, class_)
     seed_value = parse_seed(seed)
     given = seed_value is not None
@@ -119,7 +138,7 @@ def image_request(
         )
     seeds = tuple(range(seed_value, seed_value + count))
     labels = item_labels(served, seeds, class_index)
-    output: Output = "png_list" if fmt_value == "json" else "png"
+    output: Output = "png_base64_list" if fmt_value == "json" else "png"
     return GetRequest(ImageRequest(seeds, labels, factor, output), seed_value, given, class_index, fmt_value)
 
 

@@ -33,9 +33,9 @@ from service.errors import (
     UnknownParameter,
     UnsupportedMediaType,
 )
-from service.generation import ImageRequest, png_base64
+from service.generation import ImageRequest
 from service.metrics import CONTENT_TYPE, Metrics
-from service.params import GetRequest, draw_seed, image_request, item_labels
+from service.params import GetRequest, check_output_size, draw_seed, image_request, item_labels
 from service.registry import Registry, ServedModel
 from service.sampling import MAX_SEED
 from service.settings import Settings
@@ -127,7 +127,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[bytes]) -> list[dict[str, Any]]:
+def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:
     manifest = served.manifest
     conditional = manifest.conditional
     return [
@@ -135,7 +135,7 @@ def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[bytes]) ->
             "seed": seed,
             "label": label if conditional else None,
             "class_name": manifest.class_names[label] if conditional else None,
-            "png_base64": png_base64(png),
+            "png_base64": png,
         }
         for seed, label, png in zip(req.seeds, req.labels, pngs, strict=True)
     ]
@@ -440,6 +440,7 @@ def _post_request(ctx: Context, served: ServedModel, spec: ImagesBody) -> ImageR
             min=1,
             max=s.max_scale,
         )
+    check_output_size(manifest, count, spec.scale)
     if spec.seeds is not None:
         seeds = tuple(spec.seeds)
     else:
@@ -455,7 +456,7 @@ def _post_request(ctx: Context, served: ServedModel, spec: ImagesBody) -> ImageR
                 model=served.id,
             )
         labels = tuple(_label(served, value, i) for i, value in enumerate(spec.labels))
-    output = "npy" if spec.format == "npy" else "png_list"
+    output = "npy" if spec.format == "npy" else "png_base64_list"
     return ImageRequest(seeds, labels, spec.scale, output)
 
 

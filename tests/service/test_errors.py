@@ -95,6 +95,22 @@ def test_bad_query_values(client: httpx.Client, conditional: dict, name: str, va
     assert err["parameter"] == name
 
 
+def test_output_size_is_capped(client: httpx.Client, conditional: dict) -> None:
+    image = conditional["manifest"]["image"]
+    per_image = image["channels"] * image["height"] * image["width"]
+    scale = 16
+    n = 2**24 // (per_image * scale * scale) + 1
+    if n <= 64:
+        err = _error(
+            client.get("/sample", params={"model": conditional["id"], "n": n, "scale": scale}),
+            422,
+            "limit_exceeded",
+        )
+        assert err["max_values"] == 2**24
+    body = {"model": conditional["id"], "seeds": list(range(1024)), "scale": 16}
+    _error(client.post("/v1/images", json=body), 422, "limit_exceeded")
+
+
 def test_seed_plus_n_past_the_top(client: httpx.Client, conditional: dict) -> None:
     ok = client.get("/sample", params={"model": conditional["id"], "seed": MAX_SEED})
     assert ok.status_code == 200
