@@ -44,7 +44,6 @@ log = logging.getLogger("imagegen.routes")
 
 MAX_BODY_BYTES = 1 << 20
 GET_PARAMS = frozenset(["model", "dataset", "seed", "n", "scale", "format", "digit", "class"])
-OPEN_PATHS = frozenset(["/", "/healthz", "/readyz", "/metrics"])
 
 
 @dataclass
