@@ -60,7 +60,51 @@ def damaged_dir(models_dir: Path, conditional: dict, tmp_path_factory: pytest.Te
     _edit_manifest(mismatch, latent_dim=latent, inputs={"z": [-1, latent], "label": [-1]})
     garbage = copy_model(models_dir, good, root, "broken-json")
     (garbage / "manifest.json").write_text("{not json")
+    _tiny_unconditional(root / "tiny-unconditional")
     return root
+
+
+def _tiny_unconditional(folder: Path) -> None:
+    """A small real ONNX generator that takes only `z` (the repository may have no unconditional
+    model): image = sigmoid(reshape(z @ W)), 1x8x8."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from service.manifest import Manifest
+
+    weights = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32), "W"
+    )
+    shape = numpy_helper.from_array(np.array([-1, 1, 8, 8], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["z", "W"], ["flat"]),
+            helper.make_node("Reshape", ["flat", "shape"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["image"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [weights, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / "1").mkdir(parents=True)
+    onnx.save(model, folder / "1" / "model.onnx")
+    Manifest(
+        id=folder.name,
+        family="gan",
+        dataset="tiny",
+        version=1,
+        image={"channels": 1, "height": 8, "width": 8},
+        latent_dim=4,
+        num_classes=1,
+        class_names=["all"],
+        inputs={"z": [-1, 4]},
+        outputs={"image": [-1, 1, 8, 8]},
+        onnx={"file": "1/model.onnx", "sha256": sha256_file(folder / "1" / "model.onnx"), "opset": 17},
+    ).write(folder)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +127,17 @@ def test_good_model_serves_beside_broken_ones(degraded: Server, conditional: dic
     assert "manifest" in listing["broken-json"]["reason"]
     metrics = httpx.get(degraded.url + "/metrics").text
     assert 'imagegen_model_ready{model="broken-sha"} 0.0' in metrics
+
+
+def test_class_for_an_unconditional_model_is_refused(degraded: Server) -> None:
+    url = degraded.url
+    ok = httpx.get(url + "/sample", params={"model": "tiny-unconditional", "seed": 3, "format": "json"})
+    assert ok.status_code == 200 and ok.json()["images"][0]["label"] is None
+    for param in ("digit", "class"):
+        r = httpx.get(url + "/generate", params={"model": "tiny-unconditional", param: "0"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "parameter_not_supported"
+    r = httpx.post(url + "/v1/images", json={"model": "tiny-unconditional", "labels": [0]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "parameter_not_supported"
 
 
 def test_failed_model_answers_503_with_reason(degraded: Server) -> None:
