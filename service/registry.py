@@ -84,6 +84,8 @@ class Registry:
     async def load(self) -> None:
         """Scan the repository, then load, verify and warm each model in turn (off the event loop)."""
         loop = asyncio.get_running_loop()
+        if not self.settings.models_dir.is_dir():
+            log.warning("models dir %s does not exist: no model to serve", self.settings.models_dir)
         entries = await loop.run_in_executor(self.executor, repository.scan, self.settings.models_dir)
         self.add(entries)
         for entry in entries:
@@ -173,9 +175,11 @@ class Registry:
         if not family_models:
             known = sorted({m.manifest.family for m in self.models.values() if m.manifest is not None})
             hint = (
-                "a model id or a family" if model not in FAMILIES else f"family {model!r} has no model here"
+                "no model of that family is loaded"
+                if model in FAMILIES
+                else "expected a model id or a family"
             )
-            raise UnknownModel(f"unknown model {model!r}: expected {hint}", models=self.ids(), families=known)
+            raise UnknownModel(f"unknown model {model!r}: {hint}", models=self.ids(), families=known)
         wanted = dataset or self.settings.default_dataset
         matches = [m for m in family_models if m.manifest.dataset == wanted]
         if not matches:
