@@ -9,7 +9,8 @@ the oldest job has waited `max_delay_s`, and hands the batch to `run_batch` in a
   in the same worker-thread call as that run (so, e.g., PNG encoding stays off the event loop).
 - The queue is bounded (in images): `submit` raises `QueueFull` instead of making callers wait.
 - A failing run fails only the jobs in it; a job cancelled by its caller is skipped.
-- While a run is busy, new jobs wait and form the next batch, so batches grow with load.
+- While a run is busy, new jobs wait and form the next batch, so batches grow with load; a job
+  that arrives alone (no other job within max_delay before it) runs without waiting.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Job:
     taken: int = 0  # items already handed to a run
     future: asyncio.Future[Any] | None = None
     enqueued: float = 0.0
+    gap: float = float("inf")  # seconds since the job submitted before it
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_submit = float("-inf")
 
     @property
     def queued(self) -> int:
@@ -122,6 +125,8 @@ class DynamicBatcher:
             raise QueueFull(f"{self._queued} images queued, limit {self.queue_limit}")
         job.future = asyncio.get_running_loop().create_future()
         job.enqueued = time.perf_counter()
+        job.gap = job.enqueued - self._last_submit
+        self._last_submit = job.enqueued
         self._pending.append(job)
         self._queued += job.size
         self._on_queue(self._queued)
@@ -143,8 +148,15 @@ class DynamicBatcher:
                 await self._run(slices)
 
     async def _wait_to_fill(self) -> None:
-        """Wait while the batch is not full and the oldest job's delay is not spent."""
-        deadline = self._pending[0].enqueued + self.max_delay_s
+        """Wait while the batch is not full and the oldest job's delay is not spent.
+
+        A job that came alone (nothing submitted within max_delay before it) runs at once: with
+        no concurrent traffic, waiting would only add latency. Concurrent traffic waits for company.
+        """
+        oldest = self._pending[0]
+        if oldest.gap > self.max_delay_s and len(self._pending) == 1:
+            return
+        deadline = oldest.enqueued + self.max_delay_s
         while self._queued < self.max_batch and not self._stopping:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:

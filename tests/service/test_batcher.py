@@ -168,3 +168,19 @@ def test_observation_hooks() -> None:
         assert max(depths) == 6 and depths[-1] == 0
 
     asyncio.run(main())
+
+
+def test_a_lone_job_does_not_wait_for_the_delay() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        b = _batcher(rec, max_delay_s=60)
+        b.start()
+        assert await asyncio.wait_for(b.submit(Job(size=1, payload="alone")), 10) == [0]
+        # Jobs that come together still wait for company (here: they are already together).
+        together = [b.submit(Job(size=1, payload=name)) for name in "xy"]
+        b_stop = asyncio.create_task(b.stop())  # stop flushes without waiting out the delay
+        assert await asyncio.gather(*together) == [[0], [0]]
+        await b_stop
+        assert rec.runs[-1] == [("x", 0, 1), ("y", 0, 1)]
+
+    asyncio.run(main())
