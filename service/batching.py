@@ -82,9 +82,11 @@ class DynamicBatcher:
         executor: Executor | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
+        wait_alone: bool = False,
     ) -> None:
         """`run_batch(slices)` returns one result per slice; `on_batch(images, seconds)` and
-        `on_queue(images_waiting)` are observation hooks (metrics)."""
+        `on_queue(images_waiting)` are observation hooks (metrics). `wait_alone`: hold even a job
+        that arrived alone for max_delay_s (Triton's behaviour) instead of running it at once."""
         self._run_batch = run_batch
         self._finish = finish
         self.max_batch = max_batch
@@ -99,6 +101,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_submit = float("-inf")
+        self._wait_alone = wait_alone
 
     @property
     def queued(self) -> int:
@@ -154,7 +157,7 @@ class DynamicBatcher:
         no concurrent traffic, waiting would only add latency. Concurrent traffic waits for company.
         """
         oldest = self._pending[0]
-        if oldest.gap > self.max_delay_s and len(self._pending) == 1:
+        if not self._wait_alone and oldest.gap > self.max_delay_s and len(self._pending) == 1:
             return
         deadline = oldest.enqueued + self.max_delay_s
         while self._queued < self.max_batch and not self._stopping:

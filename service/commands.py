@@ -53,6 +53,14 @@ def serve_main(argv: list[str]) -> int:
     for flag, field, kind in _SERVE_OPTIONS:
         parser.add_argument(flag, dest=field, type=kind, default=None, help=_settings_help(field))
     parser.add_argument(
+        "--wait-alone",
+        dest="wait_alone",
+        action="store_const",
+        const=True,
+        default=None,
+        help=_settings_help("wait_alone"),
+    )
+    parser.add_argument(
         "--no-access-log",
         dest="access_log",
         action="store_const",

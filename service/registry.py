@@ -128,6 +128,7 @@ class Registry:
             executor=self.executor,
             on_batch=on_batch,
             on_queue=on_queue,
+            wait_alone=s.wait_alone,
         )
         batcher.start()
         served.runtime, served.generator, served.batcher = runtime, generator, batcher

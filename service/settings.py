@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         le=10000.0,
         description="Longest the oldest waiting request is held to let a batch fill, in milliseconds.",
     )
+    wait_alone: bool = Field(
+        False,
+        description="Hold even a request that arrived alone for max_delay_ms (Triton's behaviour); "
+        "default: one with no other request within max_delay_ms before it runs at once.",
+    )
     queue_limit: int = Field(
         2048,
         ge=1,

@@ -34,6 +34,7 @@ SLOW = (
     "4",
     "--max-items",
     "4",
+    "--wait-alone",  # hold every request for the 1.5 s delay, so requests are reliably queued
 )
 
 
