@@ -57,6 +57,14 @@ class Server:
         return self.process.returncode
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if pytest dies without tearing its fixtures down."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_server(
     models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
 ) -> Server:
@@ -81,7 +89,9 @@ def start_server(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     environ |= {"PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environ)
+        process = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environ, preexec_fn=_die_with_parent
+        )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

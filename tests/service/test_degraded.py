@@ -186,6 +186,13 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(
     srv = start_server(
         damaged_dir, tmp_path, *SLOW, env={"IMAGEGEN_API_KEY": "s3cret", "IMAGEGEN_LOG_FORMAT": "json"}
     )
+    try:
+        _sigterm_with_requests_in_flight(srv, conditional)
+    finally:
+        srv.stop()  # no-op once the test has stopped it; a failed test must not leak the server
+
+
+def _sigterm_with_requests_in_flight(srv: Server, conditional: dict) -> None:
     params = {"model": conditional["id"], "seed": 1}
     denied = httpx.get(srv.url + "/sample", params=params)
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
