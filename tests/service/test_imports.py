@@ -1,0 +1,18 @@
+"""The service runs on onnxruntime, numpy and the web stack alone: it never imports torch or training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.service.conftest import REPO
+
+
+def test_service_never_imports_torch_or_training() -> None:
+    code = (
+        "import sys, service.app, service.commands, service.routes, service.registry; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
