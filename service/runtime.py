@@ -76,9 +76,12 @@ class ModelRuntime:
         if options.provider == "cuda":
             providers = [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
         try:
-            session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            raise ModelLoadError(f"onnxruntime cannot load {onnx_path.name}: {_first_line(exc)}") from exc
+            session = _session(onnx_path, so, providers)
+        except ModelLoadError:
+            if options.provider != "cuda" or options.strict:
+                raise
+            # provider=auto: a CUDA provider that cannot start (no driver, no device) means CPU.
+            session = _session(onnx_path, so, [CPU])
         got = "cuda" if session.get_providers()[0] == CUDA else "cpu"
         if got != options.provider:
             if options.strict:
@@ -119,6 +122,13 @@ class ModelRuntime:
             raise ModelLoadError(f"warm-up output shape {out.shape}, manifest says {expected}")
         if not np.isfinite(out).all():
             raise ModelLoadError("warm-up output contains NaN or infinity")
+
+
+def _session(onnx_path: Path, so: ort.SessionOptions, providers: list[object]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        raise ModelLoadError(f"onnxruntime cannot load {onnx_path.name}: {_first_line(exc)}") from exc
 
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
