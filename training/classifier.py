@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,11 +173,14 @@ def export_onnx(model: Classifier, path: Path) -> None:
     cfg = model.cfg
     dummy = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[LOGITS_NAME, FEATURES_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, LOGITS_NAME: {0: "batch"}, FEATURES_NAME: {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but exact for this plain CNN, and needs no onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[LOGITS_NAME, FEATURES_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, LOGITS_NAME: {0: "batch"}, FEATURES_NAME: {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
     onnx.checker.check_model(onnx.load(str(path)))
     x = torch.rand(5, cfg.channels, cfg.image_size, cfg.image_size)
     with torch.no_grad():

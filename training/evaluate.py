@@ -243,11 +243,19 @@ def evaluate_model(
     return result
 
 
-def write_metrics(model_dir: Path, manifest: Manifest, result: dict) -> None:
-    """Replace `metrics` only; everything else in the manifest must read back unchanged."""
+def write_metrics(model_dir: Path, evaluated: Manifest, result: dict) -> None:
+    """Replace `metrics` only; everything else in the manifest must read back unchanged.
+    The manifest is read again first: if a new version was exported while this one was being
+    measured, the numbers belong to the old one and are not written."""
+    current = Manifest.read(model_dir)
+    if (current.version, current.onnx.sha256) != (evaluated.version, evaluated.onnx.sha256):
+        raise EvaluationError(
+            f"{model_dir}: version {current.version} was exported during the evaluation of version "
+            f"{evaluated.version}; evaluate it again"
+        )
     before = json.loads((model_dir / MANIFEST_NAME).read_text())
-    manifest.metrics = result
-    manifest.write(model_dir)
+    current.metrics = result
+    current.write(model_dir)
     after = json.loads((model_dir / MANIFEST_NAME).read_text())
     before.pop("metrics", None)
     after.pop("metrics", None)
