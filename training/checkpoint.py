@@ -64,7 +64,9 @@ def load_checkpoint(path: Path | str) -> tuple[FamilyModel, dict[str, Any]]:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path} (train first: imagegen train ... --out {path.parent})")
+        raise FileNotFoundError(
+            f"no checkpoint at {path} (train first: imagegen train ... --out {path.parent})"
+        )
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(ckpt["family"], ckpt["model_config"])
     model.load_state_dict(ckpt["model"])

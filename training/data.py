@@ -173,7 +173,9 @@ def load_dataset(
     return load_idx_dataset(name, data_dir, split)
 
 
-def split_holdout(ds: ImageDataset, fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+def split_holdout(
+    ds: ImageDataset, fraction: float = 0.2, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
     """A deterministic, stratified train/held-out split (for image folders, which have no test split)."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(ds), dtype=bool)

@@ -156,8 +156,12 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     batch = min(run.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch (batch norm wants > 1)
     dataset_info = {
-        "name": ds.name, "kind": run.dataset, "class_names": ds.class_names,
-        "channels": ds.shape[0], "image_size": ds.shape[1], "train_images": n,
+        "name": ds.name,
+        "kind": run.dataset,
+        "class_names": ds.class_names,
+        "channels": ds.shape[0],
+        "image_size": ds.shape[1],
+        "train_images": n,
     }
 
     # model and optimisers
@@ -182,10 +186,16 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         csv_path.unlink(missing_ok=True)
         (out / "config.json").write_text(
             json.dumps(
-                {"run": dataclasses.asdict(run), "model": dataclasses.asdict(model.config),
-                 "family": run.family, "dataset": dataset_info},
-                indent=2, sort_keys=True,
-            ) + "\n"
+                {
+                    "run": dataclasses.asdict(run),
+                    "model": dataclasses.asdict(model.config),
+                    "family": run.family,
+                    "dataset": dataset_info,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
         )
 
     title = f"{run_id(run.family, ds.name, run.variant)} ({run.variant})"
@@ -201,8 +211,11 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             started = time.perf_counter()
             perm = torch.randperm(n, generator=data_gen).to(device)
             bar = tqdm(
-                range(steps_per_epoch), desc=f"epoch {epoch + 1}/{run.epochs}", disable=not progress,
-                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
+                range(steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{run.epochs}",
+                disable=not progress,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                file=sys.stderr,
             )
             for i in bar:
                 idx = perm[i * batch : (i + 1) * batch]
@@ -213,7 +226,9 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
                     writer = csv.DictWriter(csv_file, fieldnames=["epoch", "step", *losses])
                     if csv_file.tell() == 0:
                         writer.writeheader()
-                writer.writerow({"epoch": epoch + 1, "step": step, **{k: f"{v:.6g}" for k, v in losses.items()}})
+                writer.writerow(
+                    {"epoch": epoch + 1, "step": step, **{k: f"{v:.6g}" for k, v in losses.items()}}
+                )
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             epoch += 1
             csv_file.flush()
@@ -222,14 +237,24 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             draw_grid(model, out / "samples" / f"epoch_{epoch:03d}.png", device)
             plot_losses(csv_path, out / "losses.png", title)
             state = make_state(
-                model, opts, family=run.family, run_config=dataclasses.asdict(run), dataset=dataset_info,
-                epoch=epoch, step=step, duration_s=duration, rng=_rng_state(data_gen),
+                model,
+                opts,
+                family=run.family,
+                run_config=dataclasses.asdict(run),
+                dataset=dataset_info,
+                epoch=epoch,
+                step=step,
+                duration_s=duration,
+                rng=_rng_state(data_gen),
             )
             state["device"] = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
             state["threads"] = torch.get_num_threads()
             save_checkpoint(ckpt_path, state)
-            print(f"epoch {epoch}/{run.epochs} done in {time.perf_counter() - started:.0f}s "
-                  f"(total {duration:.0f}s); last losses {bar.postfix}", flush=True)
+            print(
+                f"epoch {epoch}/{run.epochs} done in {time.perf_counter() - started:.0f}s "
+                f"(total {duration:.0f}s); last losses {bar.postfix}",
+                flush=True,
+            )
     finally:
         csv_file.close()
     return out
@@ -273,20 +298,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", required=True, choices=sorted(FAMILIES))
     p.add_argument("--dataset", required=True, choices=["mnist", "fashion", "imagefolder"])
     p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--data-dir", default=None, help="IDX root (default $IMAGEGEN_DATA_DIR or data); "
-                   "for imagefolder the image folder itself")
-    p.add_argument("--name", default="", help="dataset name in the model id (imagefolder: default folder name)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="IDX root (default $IMAGEGEN_DATA_DIR or data); for imagefolder the image folder itself",
+    )
+    p.add_argument(
+        "--name", default="", help="dataset name in the model id (imagefolder: default folder name)"
+    )
     p.add_argument("--image-size", type=int, default=64, help="image folders only (IDX sets are 28x28)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--variant", default="default", choices=["default", "seed"])
-    p.add_argument("--guidance", default="", choices=["", "energy", "reference"],
-                   help="evaluator: energy (EBGAN, default) or reference (the seed's scheme)")
+    p.add_argument(
+        "--guidance",
+        default="",
+        choices=["", "energy", "reference"],
+        help="evaluator: energy (EBGAN, default) or reference (the seed's scheme)",
+    )
     p.add_argument("--max-samples", type=int, default=0, help="train on a seeded subset of this size")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model config field, e.g. --set g_width=8")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config field, e.g. --set g_width=8",
+    )
     p.add_argument("--out", default="", help="run directory (default runs/<family>-<dataset>[-seed])")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -301,11 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.family, args.overrides)
         run = RunConfig(
-            family=args.family, dataset=args.dataset, epochs=args.epochs,
+            family=args.family,
+            dataset=args.dataset,
+            epochs=args.epochs,
             out=args.out or f"runs/{run_id(args.family, name, variant)}",
-            data_dir=data_dir, dataset_name=name, image_size=args.image_size, batch_size=args.batch_size,
-            seed=args.seed, device=args.device, threads=args.threads, variant=variant,
-            guidance=args.guidance, max_samples=args.max_samples, overrides=overrides,
+            data_dir=data_dir,
+            dataset_name=name,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            variant=variant,
+            guidance=args.guidance,
+            max_samples=args.max_samples,
+            overrides=overrides,
         )
         out = train(run, resume=args.resume, progress=not args.no_progress)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

@@ -23,8 +23,8 @@ TINY: dict[str, dict] = {
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    torch.set_num_threads(2)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny nets: a second thread only adds contention
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +43,15 @@ def tiny_run_config(out: Path, family: str, dataset: str = "mnist", **fields) ->
         overrides = {"width": 8}  # keep the seed's latent size
     overrides.update(fields.pop("overrides", {}))
     base = {
-        "family": family, "dataset": dataset, "epochs": 1, "out": str(out),
+        "family": family,
+        "dataset": dataset,
+        "epochs": 1,
+        "out": str(out),
         "data_dir": str(EMOJI_DIR if dataset == "imagefolder" else DATA_DIR),
-        "batch_size": 32, "seed": 0, "device": "cpu", "overrides": overrides,
+        "batch_size": 32,
+        "seed": 0,
+        "device": "cpu",
+        "overrides": overrides,
     }
     if dataset == "imagefolder":
         base.update(batch_size=16, image_size=64, dataset_name="emoji")

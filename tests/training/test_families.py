@@ -16,12 +16,16 @@ from training.families.base import upsample_plan
 CASES = [(f, v) for f in ("label", "evaluator", "gan", "vae") for v in ("default", "seed")]
 
 
-def tiny_model(family: str, variant: str = "default", channels: int = 1, image_size: int = 28, num_classes: int = 10):
+def tiny_model(
+    family: str, variant: str = "default", channels: int = 1, image_size: int = 28, num_classes: int = 10
+):
     module = get_family(family)
     overrides = dict(TINY[family])
     if family == "vae" and variant == "seed":
         overrides.pop("latent_dim")
-    cfg = module.Config.create(variant, channels=channels, image_size=image_size, num_classes=num_classes, **overrides)
+    cfg = module.Config.create(
+        variant, channels=channels, image_size=image_size, num_classes=num_classes, **overrides
+    )
     torch.manual_seed(0)
     return module.Model(cfg)
 

@@ -70,7 +70,11 @@ class FamilyModel(nn.Module):
             shapes["label"] = []
         return {
             "model": ExportSpec(
-                self.sampler(), tuple(example), tuple(self.inputs), ("image",), shapes,
+                self.sampler(),
+                tuple(example),
+                tuple(self.inputs),
+                ("image",),
+                shapes,
                 {"image": [cfg.channels, cfg.image_size, cfg.image_size]},
             )
         }
@@ -110,7 +114,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 

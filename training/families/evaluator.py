@@ -5,7 +5,9 @@
   raises that of fakes up to a margin; the generator lowers the energy of its images plus a
   pulling-away term on the autoencoder's codes (keeps a batch of fakes varied). Class-
   conditional: the generator gets a label embedding, the autoencoder's decoder gets the label,
-  so an image of the wrong class reconstructs badly.
+  so an image of the wrong class reconstructs badly; an auxiliary classifier on the
+  autoencoder's code (trained on real images) also pushes the generator towards its label,
+  since energy alone let it ignore the label in short runs here.
 - seed (`--guidance reference`): the seed's scheme. The autoencoder only learns to
   reconstruct real images; the generator is trained so that the autoencoder sees its output
   like a reference real image of the same class (its code matches the reference's code).
@@ -34,7 +36,7 @@ from training.families.layers import ConvGenerator, down_stack
 
 PRESETS = {
     "default": {},
-    "seed": {"guidance": "reference"},
+    "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat"},
 }
 GUIDANCES = ("energy", "reference")
 
@@ -47,12 +49,14 @@ class Config:
     variant: str = "default"
     guidance: str = "energy"  # energy (EBGAN) | reference (the seed's)
     latent_dim: int = 64
-    embed_dim: int = 16
+    g_cond: str = "concat"  # generator conditioning: cbn (class-conditional batch norm) | concat
+    embed_dim: int = 16  # label embedding size when g_cond is concat
     g_width: int = 16  # generator: (B, 4*g_width, 7, 7) at 28x28
-    d_width: int = 32  # autoencoder conv width
+    d_width: int = 16  # autoencoder conv width
     code_dim: int = 32  # autoencoder bottleneck
     margin: float = 1.0  # EBGAN margin on the fakes' energy (mean squared error, images in [-1, 1])
     pt_weight: float = 0.1  # pulling-away term
+    class_weight: float = 1.0  # auxiliary classifier on the autoencoder's code (0 = off)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -78,7 +82,15 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.features, ch, size = down_stack(cfg.channels, cfg.image_size, cfg.d_width)
         self.to_code = nn.Linear(ch * size * size, cfg.code_dim)
-        self.embed = nn.Embedding(cfg.num_classes, cfg.code_dim) if cfg.conditional and cfg.guidance == "energy" else None
+        # An auxiliary classifier on the code: energy alone let the generator ignore its label.
+        self.classify = (
+            nn.Linear(cfg.code_dim, cfg.num_classes) if cfg.conditional and cfg.class_weight else None
+        )
+        self.embed = (
+            nn.Embedding(cfg.num_classes, cfg.code_dim)
+            if cfg.conditional and cfg.guidance == "energy"
+            else None
+        )
         base, stages = upsample_plan(cfg.image_size)
         self.ch, self.base = ch, base
         self.from_code = nn.Sequential(nn.Linear(cfg.code_dim, ch * base * base), nn.ReLU(True))
@@ -128,7 +140,9 @@ class Model(FamilyModel):
         self.config = config
         c = config
         self.inputs = ("z", "label") if c.conditional else ("z",)
-        self.generator = ConvGenerator(c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width)
+        self.generator = ConvGenerator(
+            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width, c.g_cond
+        )
         self.evaluator = AutoEncoder(c)
         self.generator.apply(init_weights)
 
@@ -144,12 +158,18 @@ class Model(FamilyModel):
         z = randn(y.shape[0], self.config.latent_dim, device=y.device, gen=gen)
         return torch.tanh(self.generator(z, y))
 
+    def _class_loss(self, code: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        head = self.evaluator.classify
+        if head is None or self.config.guidance == "reference":
+            return code.new_zeros(())
+        return self.config.class_weight * F.cross_entropy(head(code), y)
+
     def d_loss(self, real, fake, y) -> torch.Tensor:
-        e_real, _ = self.evaluator(real, y)
+        e_real, code = self.evaluator(real, y)
         if self.config.guidance == "reference":
             return e_real.mean()  # the seed's autoencoder learns real images only
         e_fake, _ = self.evaluator(fake, y)
-        return e_real.mean() + F.relu(self.config.margin - e_fake).mean()
+        return e_real.mean() + F.relu(self.config.margin - e_fake).mean() + self._class_loss(code, y)
 
     def g_loss(self, real, fake, y) -> torch.Tensor:
         if self.config.guidance == "reference":
@@ -157,7 +177,7 @@ class Model(FamilyModel):
                 ref = self.evaluator.encode(real)
             return F.mse_loss(self.evaluator.encode(fake), ref)
         e_fake, code = self.evaluator(fake, y)
-        return e_fake.mean() + self.config.pt_weight * pulling_away(code)
+        return e_fake.mean() + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y)
 
     def train_step(self, x, y, opts):
         self.train()

@@ -1,10 +1,15 @@
 """`gan` family (seeds 002-004): a class-conditional DCGAN.
 
 - default: generator z + label embedding -> dense -> transposed convolutions (batch norm,
-  ReLU, tanh); discriminator with spectral norm and a projection head for the label
-  (Miyato & Koyama 2018); hinge loss; Adam 2e-4, betas (0.5, 0.999).
+  ReLU, tanh). Discriminator with spectral norm, non-saturating BCE loss, an auxiliary
+  classifier head (AC-GAN: the class is learnt from real images and the generator is pushed to
+  draw its label) and a minibatch-spread feature (ProGAN's minibatch std: a batch of identical
+  fakes is easy to spot, so the generator keeps z in use). Adam 2e-4, betas (0.5, 0.999).
+  Found on MNIST in short runs here: hinge + projection alone let the discriminator win
+  (class ignored); label concatenation alone dropped z within one epoch.
 - seed: the seeds' DCGAN settings: binary cross-entropy, Adam 1e-3 (Keras defaults, beta1 0.9),
-  no spectral norm, the label given to the discriminator as one-hot planes.
+  no spectral norm, no auxiliary classifier, the label given to the discriminator as one-hot
+  planes.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ from training.families.layers import ConvGenerator, down_stack, one_hot_maps
 
 PRESETS = {
     "default": {},
-    "seed": {"loss": "bce", "lr": 1e-3, "beta1": 0.9, "spectral_norm": False, "projection": False},
+    "seed": {
+        "g_cond": "concat",
+        "aux_weight": 0.0,
+        "minibatch_std": False,
+        "loss": "bce",
+        "lr": 1e-3,
+        "beta1": 0.9,
+        "spectral_norm": False,
+        "projection": False,
+    },
 }
 
 
@@ -41,12 +55,15 @@ class Config:
     num_classes: int = 10
     variant: str = "default"
     latent_dim: int = 64
-    embed_dim: int = 16  # label embedding concatenated to z
+    g_cond: str = "concat"  # generator conditioning: cbn (class-conditional batch norm) | concat
+    embed_dim: int = 16  # label embedding size when g_cond is concat
     g_width: int = 16  # generator: (B, 4*g_width, 7, 7) at 28x28
     d_width: int = 32
-    loss: str = "hinge"  # hinge | bce
+    loss: str = "bce"  # bce (non-saturating) | hinge
     spectral_norm: bool = True
-    projection: bool = True  # projection discriminator; else one-hot planes concatenated to the input
+    projection: bool = False  # projection discriminator; else one-hot planes concatenated to the input
+    aux_weight: float = 1.0  # auxiliary classifier in D (AC-GAN); 0 = off
+    minibatch_std: bool = True  # D sees the batch's feature spread (ProGAN), against mode collapse
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -66,22 +83,31 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.num_classes = cfg.num_classes
-        self.concat = cfg.conditional and not cfg.projection
+        self.concat = cfg.conditional and not cfg.projection and not cfg.aux_weight
+        self.minibatch_std = cfg.minibatch_std
         in_ch = cfg.channels + (cfg.num_classes if self.concat else 0)
         self.features, ch, size = down_stack(in_ch, cfg.image_size, cfg.d_width, sn=cfg.spectral_norm)
         wrap = spectral_norm if cfg.spectral_norm else (lambda m: m)
-        self.feat_dim = ch * size * size
+        self.feat_dim = ch * size * size + (size * size if cfg.minibatch_std else 0)
         self.head = wrap(nn.Linear(self.feat_dim, 1))
-        self.proj = wrap(nn.Embedding(cfg.num_classes, self.feat_dim)) if cfg.conditional and cfg.projection else None
+        self.aux = nn.Linear(self.feat_dim, cfg.num_classes) if cfg.conditional and cfg.aux_weight else None
+        self.proj = (
+            wrap(nn.Embedding(cfg.num_classes, self.feat_dim)) if cfg.conditional and cfg.projection else None
+        )
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(real/fake score (B,), class logits (B, K) or None)."""
         if self.concat:
             x = torch.cat([x, one_hot_maps(label, self.num_classes, x.shape[-1])], dim=1)
-        h = self.features(x).flatten(1)  # (B, 2d*7*7)
+        f = self.features(x)  # (B, 2d, 7, 7)
+        h = f.flatten(1)
+        if self.minibatch_std:  # (B, 7*7): the spread of the batch at each position
+            spread = f.std(dim=0).mean(dim=0).flatten()
+            h = torch.cat([h, spread.expand(f.shape[0], -1)], dim=1)
         out = self.head(h).squeeze(1)
         if self.proj is not None:
             out = out + (self.proj(label) * h).sum(dim=1)
-        return out
+        return out, (self.aux(h) if self.aux is not None else None)
 
 
 class Sampler(nn.Module):
@@ -101,7 +127,7 @@ class Model(FamilyModel):
         c = config
         self.inputs = ("z", "label") if c.conditional else ("z",)
         self.generator = ConvGenerator(
-            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width
+            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width, c.g_cond
         )
         self.discriminator = Discriminator(c)
         self.generator.apply(init_weights)
@@ -120,18 +146,28 @@ class Model(FamilyModel):
         z = randn(n, self.config.latent_dim, device=label.device, gen=gen)
         return torch.tanh(self.generator(z, label))
 
+    def _aux(self, logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        if logits is None:
+            return torch.zeros((), device=y.device)
+        return self.config.aux_weight * F.cross_entropy(logits, y)
+
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d_real, d_fake = self.discriminator(real, y), self.discriminator(fake, y)
+        (d_real, c_real), (d_fake, _) = self.discriminator(real, y), self.discriminator(fake, y)
         if self.config.loss == "hinge":
-            return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
-        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
-            F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            adv = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        else:
+            ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_fake)
+            bce = F.binary_cross_entropy_with_logits
+            adv = bce(d_real, ones) + bce(d_fake, zeros)
+        return adv + self._aux(c_real, y)  # the classifier learns from real images only
 
     def g_loss(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d_fake = self.discriminator(fake, y)
+        d_fake, c_fake = self.discriminator(fake, y)
         if self.config.loss == "hinge":
-            return -d_fake.mean()
-        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))  # non-saturating
+            adv = -d_fake.mean()
+        else:
+            adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))  # non-saturating
+        return adv + self._aux(c_fake, y)
 
     def train_step(self, x, y, opts):
         self.train()

@@ -58,7 +58,7 @@ class Generator(nn.Module):
         super().__init__()
         self.num_classes = cfg.num_classes
         base, stages = upsample_plan(cfg.image_size)
-        ch = cfg.width * 2 ** stages
+        ch = cfg.width * 2**stages
         self.base, self.ch = base, ch
         self.fc = nn.Sequential(
             nn.Linear(cfg.num_classes, ch * base * base, bias=False),

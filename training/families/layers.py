@@ -10,38 +10,77 @@ from torch.nn.utils import spectral_norm
 from training.families.base import upsample_plan
 
 
+class CondBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift come from the class (conditional BN, as in SNGAN and
+    BigGAN); with one class it is plain batch norm."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conditional = num_classes > 1
+        self.bn = nn.BatchNorm2d(channels)  # affine too: the ONNX exporter needs its channel count
+        if self.conditional:
+            self.gain = nn.Embedding(num_classes, channels)
+            self.bias = nn.Embedding(num_classes, channels)
+            nn.init.zeros_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        h = self.bn(x)
+        if not self.conditional:
+            return h
+        return h * (1.0 + self.gain(label))[:, :, None, None] + self.bias(label)[:, :, None, None]
+
+
 class ConvGenerator(nn.Module):
-    """z (+ class embedding) -> Linear -> (B, w*2^k, base, base) -> k ConvTranspose x2 stages
-    -> (B, C, H, W) pre-activation. 28x28: (B, 4w, 7, 7) -> (B, 2w, 14, 14) -> (B, C, 28, 28);
+    """z -> Linear -> (B, w*2^k, base, base) -> k ConvTranspose x2 stages -> (B, C, H, W)
+    pre-activation. 28x28: (B, 4w, 7, 7) -> (B, 2w, 14, 14) -> (B, C, 28, 28);
     64x64: (B, 8w, 8, 8) -> (B, 4w, 16, 16) -> (B, 2w, 32, 32) -> (B, C, 64, 64).
-    Batch norm in training; the family refreshes its statistics before sampling/export."""
+
+    The label enters either through class-conditional batch norm after every layer
+    (`cond="cbn"`, the default: the generator cannot turn the label into a fixed image and
+    ignore z, which the concatenated version did within 3 MNIST epochs) or as an embedding
+    concatenated to z (`cond="concat"`, the seeds' way). Batch norm trains with batch
+    statistics; the family refreshes the running statistics before sampling/export."""
 
     def __init__(
-        self, latent_dim: int, num_classes: int, embed_dim: int, channels: int, image_size: int, width: int
+        self,
+        latent_dim: int,
+        num_classes: int,
+        embed_dim: int,
+        channels: int,
+        image_size: int,
+        width: int,
+        cond: str = "cbn",
     ) -> None:
         super().__init__()
-        self.conditional = num_classes > 1 and embed_dim > 0
-        self.embed = nn.Embedding(num_classes, embed_dim) if self.conditional else None
+        if cond not in ("cbn", "concat"):
+            raise ValueError(f"unknown generator conditioning {cond!r}; known: cbn, concat")
+        multi = num_classes > 1
+        self.concat = multi and cond == "concat" and embed_dim > 0
+        norm_classes = num_classes if multi and cond == "cbn" else 1
+        self.embed = nn.Embedding(num_classes, embed_dim) if self.concat else None
         base, stages = upsample_plan(image_size)
-        ch = width * 2 ** stages
+        ch = width * 2**stages
         self.base, self.ch = base, ch
-        in_dim = latent_dim + (embed_dim if self.conditional else 0)
-        self.fc = nn.Sequential(
-            nn.Linear(in_dim, ch * base * base, bias=False), nn.BatchNorm1d(ch * base * base), nn.ReLU(True)
-        )
-        layers: list[nn.Module] = []
+        in_dim = latent_dim + (embed_dim if self.concat else 0)
+        self.fc = nn.Linear(in_dim, ch * base * base, bias=False)
+        self.norms = nn.ModuleList([CondBatchNorm2d(ch, norm_classes)])
+        self.ups = nn.ModuleList()
         for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            self.ups.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
+            self.norms.append(CondBatchNorm2d(ch // 2, norm_classes))
             ch //= 2
-        layers.append(nn.ConvTranspose2d(ch, channels, 4, 2, 1))
-        self.net = nn.Sequential(*layers)
+        self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         h = z
         if self.embed is not None:
             h = torch.cat([z, self.embed(label)], dim=1)
-        h = self.fc(h).view(-1, self.ch, self.base, self.base)  # (B, w*2^k, base, base)
-        return self.net(h)  # (B, C, H, W), pre-activation
+        h = self.fc(h).unflatten(1, (self.ch, self.base, self.base))  # (B, w*2^k, base, base)
+        h = F.relu(self.norms[0](h, label))
+        for up, norm in zip(self.ups, self.norms[1:], strict=True):
+            h = F.relu(norm(up(h), label))  # x2
+        return self.out(h)  # (B, C, H, W), pre-activation
 
 
 def down_stack(
@@ -55,7 +94,10 @@ def down_stack(
     ch_in, ch = channels, width
     for _ in range(stages):
         pad = (kernel - 1) // 2 if kernel % 2 else 1
-        layers += [wrap(nn.Conv2d(ch_in, ch, kernel, 2, pad)), nn.LeakyReLU(0.2, True) if act == "lrelu" else nn.ReLU(True)]
+        layers += [
+            wrap(nn.Conv2d(ch_in, ch, kernel, 2, pad)),
+            nn.LeakyReLU(0.2, True) if act == "lrelu" else nn.ReLU(True),
+        ]
         ch_in, ch = ch, ch * 2
     return nn.Sequential(*layers), ch_in, base
 

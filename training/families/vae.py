@@ -58,7 +58,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         extra = cfg.num_classes if cfg.is_conditional else 0
-        self.features, ch, size = down_stack(cfg.channels + extra, cfg.image_size, cfg.width, kernel=cfg.kernel, act="relu")
+        self.features, ch, size = down_stack(
+            cfg.channels + extra, cfg.image_size, cfg.width, kernel=cfg.kernel, act="relu"
+        )
         feat = ch * size * size
         if cfg.hidden:
             self.hidden = nn.Sequential(nn.Linear(feat, cfg.hidden), nn.ReLU(True))
@@ -67,7 +69,9 @@ class Encoder(nn.Module):
             self.hidden = nn.Identity()
         self.head = nn.Linear(feat, 2 * cfg.latent_dim)
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.is_conditional:
             image = torch.cat([image, one_hot_maps(label, self.cfg.num_classes, image.shape[-1])], dim=1)
         h = self.hidden(self.features(image).flatten(1))

@@ -1,0 +1,96 @@
+"""Export: ONNX files + manifest that the service's `Manifest` validates, parity with torch,
+batch independence, versions, refusal of a model that fails its checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.manifest import Manifest, sha256_file
+from training.export import ExportError, export_run, main
+from training.grid import grid_inputs
+
+CASES = [
+    ("label", "mnist", "default"),
+    ("label", "mnist", "seed"),
+    ("gan", "mnist", "default"),
+    ("gan", "fashion", "seed"),
+    ("vae", "fashion", "default"),
+    ("vae", "mnist", "seed"),
+    ("evaluator", "mnist", "default"),
+    ("evaluator", "mnist", "seed"),
+    ("gan", "imagefolder", "default"),
+    ("vae", "imagefolder", "default"),
+    ("evaluator", "imagefolder", "default"),
+]
+
+
+@pytest.mark.parametrize(("family", "dataset", "variant"), CASES)
+def test_export_writes_a_valid_repository_entry(tiny_runs, tmp_path, family, dataset, variant):
+    run = tiny_runs(family, dataset, variant)
+    manifest = export_run(run, tmp_path)
+    name = "emoji" if dataset == "imagefolder" else dataset
+    expected_id = f"{family}-{name}" + ("-seed" if variant == "seed" else "")
+    assert manifest.id == expected_id and manifest.version == 1
+    model_dir = tmp_path / expected_id
+    read = Manifest.read(model_dir)
+    assert read == manifest
+    assert read.baseline == (variant == "seed") and read.variant == variant
+    onnx_path = read.onnx_path(model_dir)
+    assert read.onnx.file == "1/model.onnx" and read.onnx.opset == 17
+    assert sha256_file(onnx_path) == read.onnx.sha256
+    assert onnx_path.stat().st_size < 10 * 2**20
+    assert {"epochs", "seed", "duration_s", "device", "commit"} <= set(read.training)
+    channels, size = (3, 64) if dataset == "imagefolder" else (1, 28)
+    assert read.outputs == {"image": [-1, channels, size, size]}
+
+    # What the service does: feed the declared inputs, get images in [0, 1]; an image is the
+    # same alone and inside a batch.
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert sorted(i.name for i in session.get_inputs()) == sorted(read.inputs)
+    feeds, _ = grid_inputs(tuple(read.inputs), read.latent_dim, read.num_classes, rows=2)
+    (images,) = session.run(["image"], feeds)
+    assert images.shape[1:] == (channels, size, size) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    (alone,) = session.run(["image"], {k: v[3:4] for k, v in feeds.items()})
+    np.testing.assert_allclose(alone[0], images[3], atol=1e-5)
+
+
+def test_vae_encoder_is_a_second_onnx_file(tiny_runs, tmp_path):
+    manifest = export_run(tiny_runs("vae"), tmp_path)
+    encoder = manifest.extra_onnx["encoder"]
+    path = tmp_path / "vae-mnist" / encoder.file
+    assert encoder.file == "1/encoder.onnx" and sha256_file(path) == encoder.sha256
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    mu, logvar = session.run(["mu", "logvar"], {"image": image, "label": np.array([3, 4], dtype=np.int64)})
+    assert mu.shape == logvar.shape == (2, manifest.latent_dim)
+
+
+def test_re_export_makes_a_new_version_and_id_can_be_chosen(tiny_runs, tmp_path):
+    run = tiny_runs("label")
+    assert export_run(run, tmp_path).version == 1
+    second = export_run(run, tmp_path)
+    assert second.version == 2 and second.onnx.file == "2/model.onnx"
+    assert (tmp_path / "label-mnist" / "1" / "model.onnx").exists()
+    assert Manifest.read(tmp_path / "label-mnist").version == 2
+    assert export_run(run, tmp_path, model_id="digits").id == "digits"
+
+
+def test_a_model_failing_parity_is_refused_and_nothing_written(tiny_runs, tmp_path, capsys):
+    with pytest.raises(ExportError, match="differs from torch"):
+        export_run(tiny_runs("gan"), tmp_path, tolerance=-1.0)
+    assert not (tmp_path / "gan-mnist").exists()
+
+
+def test_cli_exports_with_a_grid_and_fails_cleanly(tiny_runs, tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path / "m"), "--grid", str(grid)]) == 0
+    assert grid.exists()
+    manifest = json.loads((tmp_path / "m" / "gan-mnist" / "manifest.json").read_text())
+    assert manifest["inputs"] == {"z": [-1, 8], "label": [-1]}
+    assert main([str(tmp_path / "no-run"), "--models-dir", str(tmp_path / "m")]) == 1
+    assert "no checkpoint" in capsys.readouterr().err

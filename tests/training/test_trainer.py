@@ -1,0 +1,126 @@
+"""The trainer on the committed real subsets: outputs, determinism, resume, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.training.conftest import tiny_run_config
+from training.checkpoint import load_checkpoint
+from training.trainer import main, parse_overrides, train
+
+
+def _weights(run_dir):
+    model, _ = load_checkpoint(run_dir)
+    return model.state_dict()
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_writes_checkpoint_grid_losses_and_sorted_config(tiny_runs):
+    run = tiny_runs("gan")
+    assert (run / "checkpoint.pt").exists()
+    grid = Image.open(run / "samples" / "epoch_001.png")
+    assert grid.width > grid.height  # 10 class columns, 8 seed rows of 28x28 (x2)
+    with (run / "losses.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 300 // 32 and set(rows[0]) == {"epoch", "step", "d_loss", "g_loss"}
+    assert (run / "losses.png").stat().st_size > 0
+    text = (run / "config.json").read_text()
+    config = json.loads(text)
+    assert text == json.dumps(config, indent=2, sort_keys=True) + "\n"
+    assert config["model"]["g_width"] == 4 and config["run"]["seed"] == 0
+
+
+def test_checkpoint_rebuilds_its_model(tiny_runs):
+    model, ckpt = load_checkpoint(tiny_runs("vae"))
+    assert ckpt["family"] == "vae" and ckpt["epoch"] == 1 and ckpt["step"] == 9
+    assert type(model.config).__name__ == "Config" and model.config.width == 8
+    assert set(ckpt["optimizers"]) == {"vae"}
+    assert ckpt["dataset"]["class_names"] == [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize("family", ["gan", "label"])
+def test_same_seed_gives_identical_weights_on_cpu(tmp_path, family):
+    a = train(tiny_run_config(tmp_path / "a", family, max_samples=96), progress=False)
+    b = train(tiny_run_config(tmp_path / "b", family, max_samples=96), progress=False)
+    c = train(tiny_run_config(tmp_path / "c", family, max_samples=96, seed=1), progress=False)
+    assert _same(_weights(a), _weights(b))
+    assert not _same(_weights(a), _weights(c))
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight = train(
+        tiny_run_config(tmp_path / "straight", "evaluator", epochs=2, max_samples=96), progress=False
+    )
+    train(tiny_run_config(tmp_path / "split", "evaluator", epochs=1, max_samples=96), progress=False)
+    split = train(
+        tiny_run_config(tmp_path / "split", "evaluator", epochs=2, max_samples=96),
+        resume=True,
+        progress=False,
+    )
+    assert _same(_weights(straight), _weights(split))
+    with (split / "losses.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 7))
+
+
+def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "--family",
+            "label",
+            "--dataset",
+            "fashion",
+            "--epochs",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            "--batch-size",
+            "64",
+            "--set",
+            "width=4",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0 and (out / "checkpoint.pt").exists()
+    code = main(
+        [
+            "--family",
+            "gan",
+            "--dataset",
+            "mnist",
+            "--epochs",
+            "1",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 2
+    assert "missing file" in capsys.readouterr().err
+
+
+def test_overrides_are_typed_and_checked():
+    assert parse_overrides("gan", ["g_width=8", "lr=1e-3", "spectral_norm=false", "loss=bce"]) == {
+        "g_width": 8,
+        "lr": 1e-3,
+        "spectral_norm": False,
+        "loss": "bce",
+    }
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_overrides("gan", ["width=8"])
+
+
+def test_guidance_is_for_the_evaluator_only(tmp_path):
+    with pytest.raises(ValueError, match="evaluator family only"):
+        train(tiny_run_config(tmp_path, "gan", guidance="reference"), progress=False)
