@@ -71,12 +71,18 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (comparable on a machine shared with other jobs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port: int, path: str, concurrency: int, duration: float, body_file: str | None = None) -> dict:
     env = {**os.environ, "WRK_PATH": path}
     if body_file:
         env["WRK_BODY_FILE"] = body_file
     cmd = [
-        "wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s",
+        "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
         "-s", str(LUA), f"http://127.0.0.1:{port}{path.replace('{seed}', '0')}",
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,16,64,256")
     ap.add_argument("--bulk", type=int, default=1024, help="images per POST /v1/images request")
     ap.add_argument("--quick", action="store_true", help="only /sample n=1 at concurrency 64")
-    ap.add_argument("--servers", default="batching,nobatch,naive")
+    ap.add_argument("--servers", default="batching,nobatch,naive,naive_ort")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -111,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     # The naive server holds only the one model it was written for, so it is given the same id.
     naive = [sys.executable, str(ROOT / "bench" / "naive_server.py"),
              "--model", args.model, "--port", "{port}"]
+    naive_ort = [sys.executable, str(ROOT / "bench" / "naive_ort_server.py"),
+                 "--model", args.model, "--port", "{port}"]
     servers = {
         "batching": Server("batching", serve),
+        "naive_ort": Server("naive_ort", naive_ort),
         "nobatch": Server("nobatch", serve, {"IMAGEGEN_MAX_BATCH": "1"}),
         "naive": Server("naive", naive),
     }
@@ -131,17 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         proc = start(server, port)
         try:
             for route, path in routes:
-                if name == "naive" and route == "generate_label_n1":
+                if name.startswith("naive") and route == "generate_label_n1":
                     continue
                 for conc in concurrencies:
                     if route == "sample_n64" and conc > 64:
                         continue  # 256 x 64 images in flight exceeds any sane queue on 2 cores
+                    cpu0 = cpu_seconds(proc.pid)
                     res = wrk(port, path, conc, args.duration)
+                    cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1e3
+                    res["server_cpu_ms_per_request"] = cpu_ms / max(res["requests"], 1)
                     rows.append({"server": name, "route": route, "concurrency": conc, **res})
                     print(f"{name:9} {route:18} c={conc:<4} {res['rps']:9.1f} req/s  "
                           f"p50 {res['p50_ms']:7.1f}  p95 {res['p95_ms']:7.1f}  p99 {res['p99_ms']:7.1f} ms"
+                          f"  cpu {res['server_cpu_ms_per_request']:.2f} ms/req"
                           f"  non-2xx {res['errors_status']}", flush=True)
-            if name != "naive" and not args.quick:
+            if not name.startswith("naive") and not args.quick:
                 for fmt in ("npy", "png_base64"):
                     body = bulk_body(args.model, args.bulk, fmt)
                     try:
