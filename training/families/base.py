@@ -178,3 +178,19 @@ class batch_stats:  # noqa: N801 (used as a context manager)
         for m, momentum in zip(self.norms, self.saved, strict=True):
             m.momentum = momentum
         self.net.train(self.was_training)
+
+
+def paired_labels(y: torch.Tensor) -> torch.Tensor:
+    """Labels whose first and second halves are equal, so fakes come in same-class pairs."""
+    half = y.shape[0] // 2
+    return torch.cat([y[:half], y[:half], y[2 * half :]])
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): 1 / (|G(z1) - G(z2)| / |z1 - z2|) over same-class pairs (the
+    first and second half of the batch). A generator that maps every z of a class to one image
+    pays for it; without this term ours ignored z within the first MNIST epoch."""
+    half = z.shape[0] // 2
+    image_gap = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(dim=1)
+    z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
+    return 1.0 / ((image_gap / z_gap).mean() + 1e-5)

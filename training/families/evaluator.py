@@ -26,6 +26,8 @@ from training.families.base import (
     batch_stats,
     create_config,
     init_weights,
+    mode_seeking_loss,
+    paired_labels,
     randn,
     refresh_batchnorm,
     to_signed,
@@ -36,7 +38,7 @@ from training.families.layers import ConvGenerator, down_stack
 
 PRESETS = {
     "default": {},
-    "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat"},
+    "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat", "mode_seeking": 0.0},
 }
 GUIDANCES = ("energy", "reference")
 
@@ -57,6 +59,7 @@ class Config:
     margin: float = 1.0  # EBGAN margin on the fakes' energy (mean squared error, images in [-1, 1])
     pt_weight: float = 0.1  # pulling-away term
     class_weight: float = 1.0  # auxiliary classifier on the autoencoder's code (0 = off)
+    mode_seeking: float = 1.0  # weight of the mode-seeking term (keeps z in use); 0 = off
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -164,30 +167,37 @@ class Model(FamilyModel):
             return code.new_zeros(())
         return self.config.class_weight * F.cross_entropy(head(code), y)
 
-    def d_loss(self, real, fake, y) -> torch.Tensor:
+    def d_loss(self, real, fake, y, y_fake=None) -> torch.Tensor:
+        y_fake = y if y_fake is None else y_fake
         e_real, code = self.evaluator(real, y)
         if self.config.guidance == "reference":
             return e_real.mean()  # the seed's autoencoder learns real images only
-        e_fake, _ = self.evaluator(fake, y)
+        e_fake, _ = self.evaluator(fake, y_fake)
         return e_real.mean() + F.relu(self.config.margin - e_fake).mean() + self._class_loss(code, y)
 
-    def g_loss(self, real, fake, y) -> torch.Tensor:
+    def g_loss(self, real, fake, y, y_fake=None) -> torch.Tensor:
+        y_fake = y if y_fake is None else y_fake
         if self.config.guidance == "reference":
             with torch.no_grad():
                 ref = self.evaluator.encode(real)
             return F.mse_loss(self.evaluator.encode(fake), ref)
-        e_fake, code = self.evaluator(fake, y)
-        return e_fake.mean() + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y)
+        e_fake, code = self.evaluator(fake, y_fake)
+        return e_fake.mean() + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y_fake)
 
     def train_step(self, x, y, opts):
         self.train()
+        c = self.config
         real = to_signed(x)
-        fake = self._fake(y)
-        d_loss = self.d_loss(real, fake.detach(), y)
+        y_fake = paired_labels(y) if c.mode_seeking else y
+        z = torch.randn(x.shape[0], c.latent_dim, device=x.device)
+        fake = torch.tanh(self.generator(z, y_fake))
+        d_loss = self.d_loss(real, fake.detach(), y, y_fake)
         opts["d"].zero_grad(set_to_none=True)
         d_loss.backward()
         opts["d"].step()
-        g_loss = self.g_loss(real, fake, y)
+        g_loss = self.g_loss(real, fake, y, y_fake)
+        if c.mode_seeking:
+            g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
         opts["g"].zero_grad(set_to_none=True)
         g_loss.backward()
         opts["g"].step()

@@ -26,6 +26,8 @@ from training.families.base import (
     batch_stats,
     create_config,
     init_weights,
+    mode_seeking_loss,
+    paired_labels,
     randn,
     refresh_batchnorm,
     to_signed,
@@ -37,6 +39,7 @@ PRESETS = {
     "default": {},
     "seed": {
         "g_cond": "concat",
+        "mode_seeking": 0.0,
         "aux_weight": 0.0,
         "minibatch_std": False,
         "loss": "bce",
@@ -64,6 +67,7 @@ class Config:
     projection: bool = False  # projection discriminator; else one-hot planes concatenated to the input
     aux_weight: float = 1.0  # auxiliary classifier in D (AC-GAN); 0 = off
     minibatch_std: bool = True  # D sees the batch's feature spread (ProGAN), against mode collapse
+    mode_seeking: float = 1.0  # weight of the mode-seeking term (keeps z in use); 0 = off
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -151,8 +155,11 @@ class Model(FamilyModel):
             return torch.zeros((), device=y.device)
         return self.config.aux_weight * F.cross_entropy(logits, y)
 
-    def d_loss(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        (d_real, c_real), (d_fake, _) = self.discriminator(real, y), self.discriminator(fake, y)
+    def d_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, y_fake: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        y_fake = y if y_fake is None else y_fake
+        (d_real, c_real), (d_fake, _) = self.discriminator(real, y), self.discriminator(fake, y_fake)
         if self.config.loss == "hinge":
             adv = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
         else:
@@ -171,13 +178,18 @@ class Model(FamilyModel):
 
     def train_step(self, x, y, opts):
         self.train()
+        c = self.config
         real = to_signed(x)
-        fake = self._fake(x.shape[0], y)
-        d_loss = self.d_loss(real, fake.detach(), y)
+        y_fake = paired_labels(y) if c.mode_seeking else y
+        z = torch.randn(x.shape[0], c.latent_dim, device=x.device)
+        fake = torch.tanh(self.generator(z, y_fake))
+        d_loss = self.d_loss(real, fake.detach(), y, y_fake)
         opts["d"].zero_grad(set_to_none=True)
         d_loss.backward()
         opts["d"].step()
-        g_loss = self.g_loss(fake, y)
+        g_loss = self.g_loss(fake, y_fake)
+        if c.mode_seeking:
+            g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
         opts["g"].zero_grad(set_to_none=True)
         g_loss.backward()
         opts["g"].step()
