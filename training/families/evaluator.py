@@ -59,7 +59,7 @@ class Config:
     margin: float = 1.0  # EBGAN margin on the fakes' energy (mean squared error, images in [-1, 1])
     pt_weight: float = 0.1  # pulling-away term
     class_weight: float = 1.0  # auxiliary classifier on the autoencoder's code (0 = off)
-    mode_seeking: float = 1.0  # weight of the mode-seeking term (keeps z in use); 0 = off
+    mode_seeking: float = 0.2  # weight of the mode-seeking term (keeps z in use); 0 = off
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999

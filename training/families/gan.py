@@ -67,7 +67,7 @@ class Config:
     projection: bool = False  # projection discriminator; else one-hot planes concatenated to the input
     aux_weight: float = 1.0  # auxiliary classifier in D (AC-GAN); 0 = off
     minibatch_std: bool = True  # D sees the batch's feature spread (ProGAN), against mode collapse
-    mode_seeking: float = 1.0  # weight of the mode-seeking term (keeps z in use); 0 = off
+    mode_seeking: float = 0.2  # weight of the mode-seeking term (keeps z in use); 0 = off
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
