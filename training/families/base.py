@@ -141,8 +141,8 @@ def refresh_batchnorm(net: nn.Module, make_inputs, batches: int = 8) -> None:
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1]."""
-    return (x + 1.0) * 0.5
+    """[-1, 1] -> [0, 1], clipped: ONNX Runtime's tanh can return a hair below -1."""
+    return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
