@@ -81,6 +81,9 @@ class Reference:
     description: str
     features: np.ndarray  # reference (test / held-out) features, n rows
     floor_features: np.ndarray  # real train features, n rows
+    fid_floor: float  # real train vs reference: what a perfect generator would score
+    precision_floor: float
+    recall_floor: float
 
 
 class FeatureExtractor:
@@ -185,7 +188,12 @@ def build_reference(dataset: str, extractor: FeatureExtractor, cfg: EvalConfig) 
     train_idx = np.sort(rng.choice(len(train), n, replace=False))
     _, ref_feats = extractor(ref.images[ref_idx])
     _, train_feats = extractor(train.images[train_idx])
-    return Reference(dataset, f"{description}, {n} images", ref_feats, train_feats)
+    fid_floor = metrics.frechet_distance(train_feats, ref_feats)
+    precision_floor, recall_floor = metrics.precision_recall(ref_feats, train_feats, PR_K)
+    return Reference(
+        dataset, f"{description}, {n} images", ref_feats, train_feats,
+        fid_floor, precision_floor, recall_floor,
+    )
 
 
 def evaluate_model(
@@ -204,9 +212,12 @@ def evaluate_model(
     names = extractor.info["class_names"]
     result: dict = {
         "fid_cls": round(metrics.frechet_distance(fake, reference.features), 4),
-        "fid_cls_floor": round(metrics.frechet_distance(reference.floor_features, reference.features), 4),
+        "fid_cls_floor": round(reference.fid_floor, 4),
         "precision": round(precision, 4),
         "recall": round(recall, 4),
+        # Real train images measured the same way: the precision/recall a perfect generator gets.
+        "precision_floor": round(reference.precision_floor, 4),
+        "recall_floor": round(reference.recall_floor, 4),
         "pr_k": PR_K,
     }
     if manifest.conditional:
@@ -305,7 +316,8 @@ def _summary(model_id: str, r: dict) -> str:
         cls = f"class entropy {r['class_entropy_bits']:.3f}/{r['class_entropy_max_bits']:.3f} bits"
     return (
         f"{model_id}: {cls}, fid_cls {r['fid_cls']:.3f} (floor {r['fid_cls_floor']:.3f}), "
-        f"precision {r['precision']:.4f}, recall {r['recall']:.4f} [{r['evaluation']['duration_s']}s]"
+        f"precision {r['precision']:.4f} (floor {r['precision_floor']:.4f}), "
+        f"recall {r['recall']:.4f} (floor {r['recall_floor']:.4f}) [{r['evaluation']['duration_s']}s]"
     )
 
 

@@ -48,7 +48,8 @@ How it is measured (DESIGN.md, "Quality metrics"; code in `training/evaluate.py`
   numbers are not comparable with Inception FIDs published elsewhere.
 - **precision / recall**: k-NN manifolds, k=3, same features (Kynkaanniemi et al. 2019).
   Precision: share of generated images inside the real manifold (fidelity). Recall: share of
-  real images inside the generated manifold (diversity). A deterministic class -> image model
+  real images inside the generated manifold (diversity). In brackets: real train images measured
+  the same way, what a perfect generator would get. A deterministic class -> image model
   (the `label` family) gives one image per class, so its recall is near 0 by construction.
 - Emoji has no test split: the reference is its held-out 20% (`split_holdout(fraction=0.2,
   seed=0)`, which the classifier never saw); fid_cls, its floor and precision/recall compare
@@ -100,6 +101,11 @@ def _class_cell(r: Row) -> str:
     return "—"
 
 
+def _with_floor(m: dict, key: str) -> str:
+    floor = m.get(f"{key}_floor")
+    return f"{m[key]:.3f}" + ("" if floor is None else f" ({floor:.3f})")
+
+
 def _grid_cell(model_id: str, grids_dir: Path, out_dir: Path) -> str:
     path = grids_dir / f"{model_id}.png"
     rel = Path(_relpath(path, out_dir))
@@ -119,7 +125,7 @@ def render_row(r: Row, grids_dir: Path, out_dir: Path) -> str:
     else:
         cells = [
             name, role, _class_cell(r), f"{m['fid_cls']:.2f} (floor {m['fid_cls_floor']:.2f})",
-            f"{m['precision']:.3f}", f"{m['recall']:.3f}", _grid_cell(man.id, grids_dir, out_dir),
+            _with_floor(m, "precision"), _with_floor(m, "recall"), _grid_cell(man.id, grids_dir, out_dir),
         ]
     return "| " + " | ".join(cells) + " |"
 
@@ -188,7 +194,7 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
         by_dataset.setdefault(r.manifest.dataset, []).append(r)
     order = [d for d in DATASET_ORDER if d in by_dataset] + sorted(set(by_dataset) - set(DATASET_ORDER))
     header = [
-        "| model | | class accuracy | fid_cls (floor) | precision | recall | samples |",
+        "| model | | class accuracy | fid_cls (floor) | precision (real) | recall (real) | samples |",
         "|---|---|---|---|---|---|---|",
     ]
     for dataset in order:
