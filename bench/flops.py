@@ -22,7 +22,9 @@ def _fix_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    shapes = {}
+    """Every tensor's shape at batch 1: what shape inference resolves, and where it cannot see
+    through a Reshape, what one run of ONNX's reference evaluator produced."""
+    shapes = _run_shapes(model)
     values = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
     for value in values:
         dims = value.type.tensor_type.shape.dim
@@ -31,6 +33,23 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
+
+
+def _run_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {}
+    for value in model.graph.input:
+        t = value.type.tensor_type
+        dims = [d.dim_value for d in t.shape.dim]
+        dtype = np.int64 if t.elem_type == onnx.TensorProto.INT64 else np.float32
+        feeds[value.name] = np.zeros(dims, dtype=dtype)
+    try:
+        results = ReferenceEvaluator(model).run(None, feeds, intermediate=True)
+    except Exception:  # best effort: shape inference alone below
+        return {}
+    return {name: list(np.shape(v)) for name, v in results.items()}
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
