@@ -43,6 +43,7 @@ class Job:
     future: asyncio.Future[Any] | None = None
     enqueued: float = 0.0
     gap: float = float("inf")  # seconds since the job submitted before it
+    idle: bool = False  # nothing was queued or running when it was submitted
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_submit = float("-inf")
+        self._running = False  # a run is in the worker thread
         self._wait_alone = wait_alone
 
     @property
@@ -129,6 +131,7 @@ class DynamicBatcher:
         job.future = asyncio.get_running_loop().create_future()
         job.enqueued = time.perf_counter()
         job.gap = job.enqueued - self._last_submit
+        job.idle = not self._pending and not self._running
         self._last_submit = job.enqueued
         self._pending.append(job)
         self._queued += job.size
@@ -153,11 +156,13 @@ class DynamicBatcher:
     async def _wait_to_fill(self) -> None:
         """Wait while the batch is not full and the oldest job's delay is not spent.
 
-        A job that came alone (nothing submitted within max_delay before it) runs at once: with
-        no concurrent traffic, waiting would only add latency. Concurrent traffic waits for company.
+        A job that came alone runs at once: nothing submitted within max_delay before it, or the
+        batcher idle when it came (a client sending one request after another). With no
+        concurrent traffic, waiting would only add latency. Concurrent traffic waits for company.
         """
         oldest = self._pending[0]
-        if not self._wait_alone and oldest.gap > self.max_delay_s and len(self._pending) == 1:
+        alone = len(self._pending) == 1 and (oldest.gap > self.max_delay_s or oldest.idle)
+        if not self._wait_alone and alone:
             return
         deadline = oldest.enqueued + self.max_delay_s
         while self._queued < self.max_batch and not self._stopping:
@@ -193,6 +198,7 @@ class DynamicBatcher:
     async def _run(self, slices: list[Slice]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._running = True
         try:
             outcomes = await loop.run_in_executor(self._executor, self._work, slices)
         except Exception as exc:  # the run failed: fail its jobs only
@@ -200,6 +206,7 @@ class DynamicBatcher:
                 _settle(piece.job, exc, failed=True)
             return
         finally:
+            self._running = False
             self._on_batch(sum(s.size for s in slices), time.perf_counter() - started)
         for job, value, failed in outcomes:
             _settle(job, value, failed=failed)

@@ -184,3 +184,19 @@ def test_a_lone_job_does_not_wait_for_the_delay() -> None:
         assert rec.runs[-1] == [("x", 0, 1), ("y", 0, 1)]
 
     asyncio.run(main())
+
+
+def test_one_request_after_another_does_not_wait_for_the_delay() -> None:
+    """A single client sending back to back: each job finds the batcher idle and runs at once,
+    although it comes well within max_delay of the one before it."""
+
+    async def main() -> None:
+        rec = Recorder()
+        b = _batcher(rec, max_delay_s=60)
+        b.start()
+        for name in "abc":
+            assert await asyncio.wait_for(b.submit(Job(size=1, payload=name)), 10) == [0]
+        await b.stop()
+        assert [run[0][0] for run in rec.runs] == ["a", "b", "c"]
+
+    asyncio.run(main())
