@@ -47,10 +47,11 @@ class Settings(BaseSettings):
     wait_alone: bool = Field(
         False,
         description="Hold even a request that arrived alone for max_delay_ms (Triton's behaviour); "
-        "default: one with no other request within max_delay_ms before it runs at once.",
+        "default: one that finds the model idle, or with no other request within max_delay_ms "
+        "before it, runs at once.",
     )
     queue_limit: int = Field(
-        2048,
+        4096,
         ge=1,
         description="Most images waiting per model; past it requests get 503 with Retry-After.",
     )
