@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import signal
 import sys
@@ -86,6 +87,10 @@ def serve_main(argv: list[str]) -> int:
     except ProviderError as exc:
         print(f"imagegen serve: {exc}", file=sys.stderr)
         return 2
+    # Fewer, later collections: a request allocates many short-lived objects, and each young
+    # collection that walks the long-lived ones (modules, sessions, settings) is a latency spike.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     config = uvicorn.Config(
         app,
         host=settings.host,
