@@ -90,7 +90,7 @@ def plot(rows_n: list[dict], http: dict | None) -> list[Path]:
     if http:
         fig, ax = plt.subplots(figsize=(6, 4))
         for server in ("batching", "nobatch", "naive"):
-            pts = sorted((r["concurrency"], r["rps"]) for r in http["rows"]
+            pts = sorted((r["concurrency"], r.get("ok_rps", r["rps"])) for r in http["rows"]
                          if r["server"] == server and r["route"] == "sample_n1")
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=server)
