@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     # The naive server holds only the one model it was written for, so it is given the same id.
     naive = [sys.executable, str(ROOT / "bench" / "naive_server.py"),
              "--model", args.model, "--port", "{port}"]
-    naive_ort = [sys.executable, str(ROOT / "bench" / "naive_ort_server.py"),
-                 "--model", args.model, "--port", "{port}"]
+    naive_ort = [*naive, "--engine", "ort"]
     servers = {
         "batching": Server("batching", serve),
         "naive_ort": Server("naive_ort", naive_ort),
