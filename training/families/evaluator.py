@@ -31,10 +31,9 @@ from training.families.base import (
     randn,
     refresh_batchnorm,
     to_signed,
-    to_unit,
     upsample_plan,
 )
-from training.families.layers import ConvGenerator, down_stack
+from training.families.layers import ConvGenerator, GeneratorSampler, down_stack
 
 PRESETS = {
     "default": {},
@@ -127,16 +126,6 @@ def pulling_away(code: torch.Tensor) -> torch.Tensor:
     return (sim.sum() - sim.diagonal().sum()) / max(b * (b - 1), 1)
 
 
-class Sampler(nn.Module):
-    def __init__(self, generator: ConvGenerator, conditional: bool) -> None:
-        super().__init__()
-        self.generator = generator
-        self.conditional = conditional
-
-    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        return to_unit(torch.tanh(self.generator(z, label if self.conditional else None)))
-
-
 class Model(FamilyModel):
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -220,4 +209,4 @@ class Model(FamilyModel):
         refresh_batchnorm(self.generator, inputs)
 
     def sampler(self) -> nn.Module:
-        return Sampler(self.generator, self.config.conditional).eval()
+        return GeneratorSampler(self.generator, self.config.conditional).eval()

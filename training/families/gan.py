@@ -31,9 +31,8 @@ from training.families.base import (
     randn,
     refresh_batchnorm,
     to_signed,
-    to_unit,
 )
-from training.families.layers import ConvGenerator, down_stack, one_hot_maps
+from training.families.layers import ConvGenerator, GeneratorSampler, down_stack, one_hot_maps
 
 PRESETS = {
     "default": {},
@@ -112,16 +111,6 @@ class Discriminator(nn.Module):
         if self.proj is not None:
             out = out + (self.proj(label) * h).sum(dim=1)
         return out, (self.aux(h) if self.aux is not None else None)
-
-
-class Sampler(nn.Module):
-    def __init__(self, generator: ConvGenerator, conditional: bool) -> None:
-        super().__init__()
-        self.generator = generator
-        self.conditional = conditional
-
-    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        return to_unit(torch.tanh(self.generator(z, label if self.conditional else None)))
 
 
 class Model(FamilyModel):
@@ -213,4 +202,4 @@ class Model(FamilyModel):
         refresh_batchnorm(self.generator, inputs)
 
     def sampler(self) -> nn.Module:
-        return Sampler(self.generator, self.config.conditional).eval()
+        return GeneratorSampler(self.generator, self.config.conditional).eval()

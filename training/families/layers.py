@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from training.families.base import upsample_plan
+from training.families.base import to_unit, upsample_plan
 
 
 class CondBatchNorm2d(nn.Module):
@@ -105,3 +105,15 @@ def down_stack(
 def one_hot_maps(label: torch.Tensor, num_classes: int, size: int) -> torch.Tensor:
     """(B,) -> (B, K, size, size) one-hot planes, for conditioning by concatenation."""
     return F.one_hot(label, num_classes).float()[:, :, None, None].expand(-1, -1, size, size)
+
+
+class GeneratorSampler(nn.Module):
+    """What the gan and evaluator families export: (z[, label]) -> tanh image mapped to [0, 1]."""
+
+    def __init__(self, generator: ConvGenerator, conditional: bool) -> None:
+        super().__init__()
+        self.generator = generator
+        self.conditional = conditional
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return to_unit(torch.tanh(self.generator(z, label if self.conditional else None)))
