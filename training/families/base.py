@@ -194,3 +194,16 @@ def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     image_gap = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(dim=1)
     z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
     return 1.0 / ((image_gap / z_gap).mean() + 1e-5)
+
+
+def refresh_generator_batchnorm(
+    generator: nn.Module, latent_dim: int, num_classes: int, gen: torch.Generator, n: int = 256
+) -> None:
+    """`refresh_batchnorm` for a (z, label) generator, fed fixed-noise latents and random labels."""
+    dev = next(generator.parameters()).device
+
+    def inputs():
+        z = randn(n, latent_dim, device=dev, gen=gen)
+        return z, torch.randint(0, num_classes, (n,), generator=gen).to(dev)
+
+    refresh_batchnorm(generator, inputs)

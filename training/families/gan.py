@@ -29,7 +29,7 @@ from training.families.base import (
     mode_seeking_loss,
     paired_labels,
     randn,
-    refresh_batchnorm,
+    refresh_generator_batchnorm,
     to_signed,
 )
 from training.families.layers import ConvGenerator, GeneratorSampler, down_stack, one_hot_maps
@@ -191,15 +191,7 @@ class Model(FamilyModel):
 
     def before_sampling(self, gen: torch.Generator) -> None:
         c = self.config
-        n = 256
-
-        dev = next(self.parameters()).device
-
-        def inputs():
-            z = randn(n, c.latent_dim, device=dev, gen=gen)
-            return z, torch.randint(0, c.num_classes, (n,), generator=gen).to(dev)
-
-        refresh_batchnorm(self.generator, inputs)
+        refresh_generator_batchnorm(self.generator, c.latent_dim, c.num_classes, gen)
 
     def sampler(self) -> nn.Module:
         return GeneratorSampler(self.generator, self.config.conditional).eval()
