@@ -117,3 +117,23 @@ def test_vae_exports_its_encoder_too():
     assert enc.input_names == ("image", "label") and enc.output_names == ("mu", "logvar")
     mu, logvar = enc.module(*enc.example_inputs)
     assert mu.shape == logvar.shape == (3, 4)
+
+
+def test_vae_label_every_stage_feeds_the_label_to_each_decoder_stage(emoji_dir):
+    module = get_family("vae")
+    overrides = {**TINY["vae"], "label_every_stage": True}
+    cfg = module.Config.create(channels=3, image_size=64, num_classes=9, **overrides)
+    torch.manual_seed(0)
+    model = module.Model(cfg)
+    convs = [m for m in model.decoder.net if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convs) == 3 and all(c.in_channels % 2 == 1 for c in convs)  # even width + 9 label planes
+    ds = load_dataset("imagefolder", emoji_dir)
+    x, y = torch.from_numpy(ds.as_float()), torch.from_numpy(ds.labels)
+    before, after = _lowers_loss(model, x, y, steps=12)
+    assert after < before
+    sampler = model.sampler()
+    z = torch.randn(1, cfg.latent_dim).expand(9, -1)
+    with torch.no_grad():
+        images = sampler(z, torch.arange(9))
+    assert images.shape == (9, 3, 64, 64)
+    assert (images[1:] - images[:1]).abs().amax(dim=(1, 2, 3)).min() > 0  # one z, nine different images

@@ -38,6 +38,9 @@ class Config:
     kernel: int = 4
     hidden: int = 0  # a dense hidden layer between conv features and (mu, logvar); 0 = none
     kl_weight: float = 1.0
+    # One-hot label planes into every decoder stage, not only the first dense layer: on emoji the
+    # label entering once was ignored (each z drew the same image in all nine categories).
+    label_every_stage: bool = False
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -90,24 +93,33 @@ class Decoder(nn.Module):
         self.base, self.ch = base, ch
         in_dim = cfg.latent_dim + (cfg.num_classes if cfg.is_conditional else 0)
         self.fc = nn.Sequential(nn.Linear(in_dim, ch * base * base), nn.ReLU(True))
+        self.label_every_stage = cfg.is_conditional and cfg.label_every_stage
+        extra = cfg.num_classes if self.label_every_stage else 0
         layers: list[nn.Module] = []
         if cfg.kernel == 3:  # seed: ConvT(3, s2) keeping then halving width, then a 3x3 to the image
             out = ch
             for _ in range(stages):
-                layers += [nn.ConvTranspose2d(ch, out, 3, 2, 1, output_padding=1), nn.ReLU(True)]
+                layers += [nn.ConvTranspose2d(ch + extra, out, 3, 2, 1, output_padding=1), nn.ReLU(True)]
                 ch, out = out, out // 2
-            layers.append(nn.ConvTranspose2d(ch, cfg.channels, 3, 1, 1))
+            layers.append(nn.ConvTranspose2d(ch + extra, cfg.channels, 3, 1, 1))
         else:
             for _ in range(stages - 1):
-                layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1), nn.ReLU(True)]
+                layers += [nn.ConvTranspose2d(ch + extra, ch // 2, 4, 2, 1), nn.ReLU(True)]
                 ch //= 2
-            layers.append(nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1))
+            layers.append(nn.ConvTranspose2d(ch + extra, cfg.channels, 4, 2, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.is_conditional:
             z = torch.cat([z, F.one_hot(label, self.cfg.num_classes).float()], dim=1)
-        return self.net(self.fc(z).view(-1, self.ch, self.base, self.base))  # logits
+        h = self.fc(z).view(-1, self.ch, self.base, self.base)
+        if not self.label_every_stage:
+            return self.net(h)  # logits
+        for layer in self.net:
+            if isinstance(layer, nn.ConvTranspose2d):  # (B, ch, s, s) -> (B, ch + K, s, s)
+                h = torch.cat([h, one_hot_maps(label, self.cfg.num_classes, h.shape[-1])], dim=1)
+            h = layer(h)
+        return h  # logits
 
 
 class Sampler(nn.Module):
