@@ -137,3 +137,26 @@ def test_vae_label_every_stage_feeds_the_label_to_each_decoder_stage(emoji_dir):
         images = sampler(z, torch.arange(9))
     assert images.shape == (9, 3, 64, 64)
     assert (images[1:] - images[:1]).abs().amax(dim=(1, 2, 3)).min() > 0  # one z, nine different images
+
+
+def test_vae_class_prior_separates_classes_and_the_exported_encoder_speaks_the_sampler_z(emoji_dir):
+    module = get_family("vae")
+    overrides = {**TINY["vae"], "label_every_stage": True, "class_prior": True}
+    cfg = module.Config.create(channels=3, image_size=64, num_classes=9, **overrides)
+    torch.manual_seed(0)
+    model = module.Model(cfg)
+    ds = load_dataset("imagefolder", emoji_dir)
+    x, y = torch.from_numpy(ds.as_float()), torch.from_numpy(ds.labels)
+    before, after = _lowers_loss(model, x, y, steps=12)
+    assert after < before
+    assert model.prior.mu.weight.abs().sum() > 0  # the class means moved off N(0, I)
+    encoder = model.export_specs()["encoder"].module
+    with torch.no_grad():
+        mu, _ = encoder(x[:4], y[:4])
+        code_mu, _ = model.encoder(x[:4], y[:4])
+        prior_mu, prior_logvar = model.prior(y[:4])
+        # the sampler maps z back to the code: mu_y + sigma_y * z
+        torch.testing.assert_close(prior_mu + torch.exp(0.5 * prior_logvar) * mu, code_mu)
+        assert torch.allclose(
+            model.sampler()(mu, y[:4]), torch.sigmoid(model.decoder(code_mu, y[:4])), atol=1e-5
+        )

@@ -41,6 +41,10 @@ class Config:
     # One-hot label planes into every decoder stage, not only the first dense layer: on emoji the
     # label entering once was ignored (each z drew the same image in all nine categories).
     label_every_stage: bool = False
+    # A learnt Gaussian prior per class, N(mu_y, sigma_y), instead of N(0, I): the KL pulls each
+    # class's codes to its own region, so a prior sample of class y decodes to a class-y image.
+    # With N(0, I), emoji codes of all classes overlapped and z, not the label, set the picture.
+    class_prior: bool = False
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -122,13 +126,60 @@ class Decoder(nn.Module):
         return h  # logits
 
 
+class ClassPrior(nn.Module):
+    """p(z | y) = N(mu_y, exp(logvar_y)), learnt; starts as N(0, I) for every class."""
+
+    def __init__(self, num_classes: int, latent_dim: int) -> None:
+        super().__init__()
+        self.mu = nn.Embedding(num_classes, latent_dim)
+        self.logvar = nn.Embedding(num_classes, latent_dim)
+        nn.init.zeros_(self.mu.weight)
+        nn.init.zeros_(self.logvar.weight)
+
+    def forward(self, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(label), self.logvar(label)
+
+
+def gaussian_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    prior_mu: torch.Tensor | float = 0.0,
+    prior_logvar: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """KL(N(mu, e^logvar) || N(prior_mu, e^prior_logvar)), summed over all elements."""
+    prior_logvar = torch.as_tensor(prior_logvar, device=mu.device)
+    ratio = (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
+    return 0.5 * torch.sum(prior_logvar - logvar + ratio - 1)
+
+
 class Sampler(nn.Module):
-    def __init__(self, decoder: Decoder) -> None:
+    """(z ~ N(0, I)[, label]) -> image; with a class prior z is first moved to N(mu_y, sigma_y)."""
+
+    def __init__(self, decoder: Decoder, prior: ClassPrior | None = None) -> None:
         super().__init__()
         self.decoder = decoder
+        self.prior = prior
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.prior is not None:
+            mu, logvar = self.prior(label)
+            z = mu + torch.exp(0.5 * logvar) * z
         return torch.sigmoid(self.decoder(z, label))
+
+
+class StandardisedEncoder(nn.Module):
+    """The exported encoder with a class prior: (mu, logvar) in the sampler's z space
+    (z = (code - mu_y) / sigma_y), so its mu fed to the model reconstructs the image."""
+
+    def __init__(self, encoder: Encoder, prior: ClassPrior) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.prior = prior
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(image, label)
+        prior_mu, prior_logvar = self.prior(label)
+        return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
 
 
 class Model(FamilyModel):
@@ -138,6 +189,11 @@ class Model(FamilyModel):
         self.inputs = ("z", "label") if config.is_conditional else ("z",)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        self.prior = (
+            ClassPrior(config.num_classes, config.latent_dim)
+            if config.is_conditional and config.class_prior
+            else None
+        )
 
     def configure_optimizers(self):
         c = self.config
@@ -149,7 +205,7 @@ class Model(FamilyModel):
         logits = self.decoder(z, y)
         b = x.shape[0]
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / b
+        kl = gaussian_kl(mu, logvar, *(self.prior(y) if self.prior is not None else ())) / b
         return recon, kl
 
     def train_step(self, x, y, opts):
@@ -168,7 +224,7 @@ class Model(FamilyModel):
         return (recon + self.config.kl_weight * kl).item()
 
     def sampler(self) -> nn.Module:
-        return Sampler(self.decoder).eval()
+        return Sampler(self.decoder, self.prior).eval()
 
     def export_specs(self) -> dict[str, ExportSpec]:
         specs = super().export_specs()
@@ -176,8 +232,9 @@ class Model(FamilyModel):
         image = torch.rand(3, c.channels, c.image_size, c.image_size)
         label = torch.arange(3, dtype=torch.int64) % c.num_classes
         cond = c.is_conditional
+        encoder = self.encoder if self.prior is None else StandardisedEncoder(self.encoder, self.prior)
         specs["encoder"] = ExportSpec(
-            self.encoder.eval(),
+            encoder.eval(),
             (image, label) if cond else (image,),
             ("image", "label") if cond else ("image",),
             ("mu", "logvar"),
