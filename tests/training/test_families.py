@@ -160,3 +160,18 @@ def test_vae_class_prior_separates_classes_and_the_exported_encoder_speaks_the_s
         assert torch.allclose(
             model.sampler()(mu, y[:4]), torch.sigmoid(model.decoder(code_mu, y[:4])), atol=1e-5
         )
+
+
+def test_vae_temperature_scales_the_prior_sample():
+    module = get_family("vae")
+    fields = {**TINY["vae"], "class_prior": True}
+    torch.manual_seed(0)
+    hot = module.Model(module.Config.create(channels=3, image_size=64, num_classes=9, **fields))
+    cold = module.Model(
+        module.Config.create(channels=3, image_size=64, num_classes=9, temperature=0.5, **fields)
+    )
+    cold.load_state_dict(hot.state_dict())
+    z, label = torch.randn(4, 4), torch.arange(4)
+    with torch.no_grad():
+        torch.testing.assert_close(cold.sampler()(z, label), hot.sampler()(0.5 * z, label))
+        assert not torch.allclose(cold.sampler()(z, label), hot.sampler()(z, label))

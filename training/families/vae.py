@@ -45,6 +45,10 @@ class Config:
     # class's codes to its own region, so a prior sample of class y decodes to a class-y image.
     # With N(0, I), emoji codes of all classes overlapped and z, not the label, set the picture.
     class_prior: bool = False
+    # The sampler scales z by this before decoding (reduced-temperature sampling, as in Glow and
+    # NVAE): below 1 it trades variety for images nearer their class's typical look. Training
+    # ignores it; it can be set when resuming for the last epoch before export.
+    temperature: float = 1.0
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -155,12 +159,15 @@ def gaussian_kl(
 class Sampler(nn.Module):
     """(z ~ N(0, I)[, label]) -> image; with a class prior z is first moved to N(mu_y, sigma_y)."""
 
-    def __init__(self, decoder: Decoder, prior: ClassPrior | None = None) -> None:
+    def __init__(self, decoder: Decoder, prior: ClassPrior | None = None, temperature: float = 1.0) -> None:
         super().__init__()
         self.decoder = decoder
         self.prior = prior
+        self.temperature = temperature
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.temperature != 1.0:
+            z = z * self.temperature
         if self.prior is not None:
             mu, logvar = self.prior(label)
             z = mu + torch.exp(0.5 * logvar) * z
@@ -224,7 +231,7 @@ class Model(FamilyModel):
         return (recon + self.config.kl_weight * kl).item()
 
     def sampler(self) -> nn.Module:
-        return Sampler(self.decoder, self.prior).eval()
+        return Sampler(self.decoder, self.prior, self.config.temperature).eval()
 
     def export_specs(self) -> dict[str, ExportSpec]:
         specs = super().export_specs()
