@@ -175,3 +175,21 @@ def test_vae_temperature_scales_the_prior_sample():
     with torch.no_grad():
         torch.testing.assert_close(cold.sampler()(z, label), hot.sampler()(0.5 * z, label))
         assert not torch.allclose(cold.sampler()(z, label), hot.sampler()(z, label))
+
+
+def test_gan_ema_generator_is_sampled_and_can_be_switched_on_when_resuming(data_dir):
+    ds = load_dataset("mnist", data_dir)
+    x, y = torch.from_numpy(ds.as_float()), torch.from_numpy(ds.labels)
+    module = get_family("gan")
+    plain = tiny_model("gan")
+    averaged = module.Model(dataclasses.replace(plain.config, ema=0.9))
+    averaged.load_state_dict(plain.state_dict())  # no generator_ema keys: the average starts here
+    for a, b in zip(averaged.generator_ema.parameters(), plain.generator.parameters(), strict=True):
+        assert torch.equal(a, b)
+    before, after = _lowers_loss(averaged, x, y, steps=10)
+    assert after < before
+    live = dict(averaged.generator.named_parameters())
+    moved = [n for n, p in averaged.generator_ema.named_parameters() if not torch.equal(p, live[n])]
+    assert moved, "the average never lagged the live generator"
+    assert averaged.sampler().generator is averaged.generator_ema
+    assert not any(p.requires_grad for p in averaged.generator_ema.parameters())

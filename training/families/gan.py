@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,10 @@ class Config:
     aux_weight: float = 1.0  # auxiliary classifier in D (AC-GAN); 0 = off
     minibatch_std: bool = True  # D sees the batch's feature spread (ProGAN), against mode collapse
     mode_seeking: float = 0.2  # weight of the mode-seeking term (keeps z in use); 0 = off
+    # Decay of an exponential moving average of the generator's weights, which is what gets
+    # sampled and exported (as in ProGAN/StyleGAN/BigGAN: the average of the last few thousand
+    # steps draws cleaner images than the latest step); 0 = off.
+    ema: float = 0.0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -126,6 +131,29 @@ class Model(FamilyModel):
         self.generator.apply(init_weights)
         if not c.spectral_norm:
             self.discriminator.apply(init_weights)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
+            # a checkpoint from before the average was switched on: start it at the current weights
+            ema = {
+                "generator_ema." + k.removeprefix("generator."): v
+                for k, v in state_dict.items()
+                if k.startswith("generator.")
+            }
+            state_dict = {**state_dict, **ema}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for avg, new in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            avg.lerp_(new, 1.0 - self.config.ema)
+        for avg, new in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            avg.copy_(new)
+
+    @property
+    def sampled_generator(self) -> ConvGenerator:
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def configure_optimizers(self):
         c = self.config
@@ -182,6 +210,8 @@ class Model(FamilyModel):
         opts["g"].zero_grad(set_to_none=True)
         g_loss.backward()
         opts["g"].step()
+        if self.generator_ema is not None:
+            self._update_ema()
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
     @torch.no_grad()
@@ -191,7 +221,7 @@ class Model(FamilyModel):
 
     def before_sampling(self, gen: torch.Generator) -> None:
         c = self.config
-        refresh_generator_batchnorm(self.generator, c.latent_dim, c.num_classes, gen)
+        refresh_generator_batchnorm(self.sampled_generator, c.latent_dim, c.num_classes, gen)
 
     def sampler(self) -> nn.Module:
-        return GeneratorSampler(self.generator, self.config.conditional).eval()
+        return GeneratorSampler(self.sampled_generator, self.config.conditional).eval()
