@@ -9,6 +9,7 @@ import math
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.service.conftest import decode_png
 
@@ -111,14 +112,41 @@ def test_unconditional_model(client: httpx.Client, unconditional: dict) -> None:
     assert r.json()["images"][0]["label"] is None
 
 
-def test_rgb_models_are_rgb(client: httpx.Client, catalog: list[dict]) -> None:
-    rgb = [m for m in catalog if m["manifest"]["image"]["channels"] == 3]
-    if not rgb:
-        pytest.skip("no RGB model in the repository")
-    from PIL import Image
+EMOJI_FAMILIES = ("gan", "vae", "evaluator")
 
-    r = client.get("/sample", params={"model": rgb[0]["id"], "seed": 1})
-    assert Image.open(io.BytesIO(r.content)).mode == "RGB"
+
+@pytest.mark.parametrize("family", EMOJI_FAMILIES)
+def test_emoji_models_serve_rgb_64x64_by_family_and_dataset(client: httpx.Client, family: str) -> None:
+    r = client.get("/sample", params={"model": family, "dataset": "emoji", "seed": 7})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-model-id"] == f"{family}-emoji"
+    image = Image.open(io.BytesIO(r.content))
+    assert (image.mode, image.size) == ("RGB", (64, 64))
+    pixels = decode_png(r.content)
+    assert pixels.std() > 0  # a picture, not a flat fill
+    grid = Image.open(
+        io.BytesIO(client.get("/sample", params={"model": family, "dataset": "emoji", "n": 4}).content)
+    )
+    assert (grid.mode, grid.size) == ("RGB", (128, 128))
+
+
+def test_emoji_classes_by_name_json_and_bulk(client: httpx.Client) -> None:
+    base = {"model": "vae", "dataset": "emoji", "seed": 7}
+    params = {**base, "class": "smileys-emotion"}
+    by_name = client.get("/generate", params=params)
+    assert by_name.status_code == 200, by_name.text
+    names = client.get("/v1/models/vae-emoji").json()["manifest"]["class_names"]
+    by_index = client.get("/generate", params={**base, "digit": names.index("smileys-emotion")})
+    assert by_index.content == by_name.content
+    body = client.get("/generate", params={**params, "format": "json"}).json()
+    assert body["images"][0]["label"] == names.index("smileys-emotion")
+    bad = client.get("/generate", params={**params, "class": "unicorns"})
+    assert bad.status_code == 422 and bad.json()["error"]["allowed"] == names
+    bulk = client.post(
+        "/v1/images", json={"model": "gan-emoji", "seeds": [1, 2], "labels": ["flags", 6], "format": "npy"}
+    )
+    assert bulk.status_code == 200, bulk.text
+    assert np.load(io.BytesIO(bulk.content), allow_pickle=False).shape == (2, 3, 64, 64)
 
 
 def test_etag_and_304(client: httpx.Client, conditional: dict) -> None:
