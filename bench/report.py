@@ -34,7 +34,11 @@ def engine_table(path: Path, data: dict) -> list[str]:
     for r in rows:
         cells = " | ".join(f"{r['images_per_s'][b]:,.0f}" for b in batches)
         lines.append(f"| `{r['model']}` | {r['mflop_per_image']:.1f} | {r['engine']} | {cells} |")
-    return [machine_line(data, path), "", "Images/s, best of >= 3 timed calls:", "", *lines]
+    note = []
+    if carried := data.get("carried_over"):
+        models = ", ".join(f"`{m}`" for m in carried["models"])
+        note = [f"_Rows of {models} come from {carried['from']} ({carried['why']})._", ""]
+    return [machine_line(data, path), "", *note, "Images/s, best of >= 3 timed calls:", "", *lines]
 
 
 def http_table(path: Path, data: dict) -> list[str]:
