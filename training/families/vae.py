@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -175,18 +176,25 @@ class Sampler(nn.Module):
 
 
 class StandardisedEncoder(nn.Module):
-    """The exported encoder with a class prior: (mu, logvar) in the sampler's z space
-    (z = (code - mu_y) / sigma_y), so its mu fed to the model reconstructs the image."""
+    """The exported encoder when the sampler transforms z (class prior, temperature): (mu, logvar)
+    in the sampler's z space, z = (code - mu_y) / (sigma_y * temperature), so its mu fed to the
+    model reconstructs the image."""
 
-    def __init__(self, encoder: Encoder, prior: ClassPrior) -> None:
+    def __init__(self, encoder: Encoder, prior: ClassPrior | None, temperature: float) -> None:
         super().__init__()
         self.encoder = encoder
         self.prior = prior
+        self.temperature = temperature
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(image, label)
-        prior_mu, prior_logvar = self.prior(label)
-        return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
+        if self.prior is not None:
+            prior_mu, prior_logvar = self.prior(label)
+            mu, logvar = (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
+        t = self.temperature
+        return mu / t, logvar - 2.0 * math.log(t)
 
 
 class Model(FamilyModel):
@@ -239,7 +247,9 @@ class Model(FamilyModel):
         image = torch.rand(3, c.channels, c.image_size, c.image_size)
         label = torch.arange(3, dtype=torch.int64) % c.num_classes
         cond = c.is_conditional
-        encoder = self.encoder if self.prior is None else StandardisedEncoder(self.encoder, self.prior)
+        encoder = self.encoder
+        if self.prior is not None or c.temperature != 1.0:
+            encoder = StandardisedEncoder(self.encoder, self.prior, c.temperature)
         specs["encoder"] = ExportSpec(
             encoder.eval(),
             (image, label) if cond else (image,),
