@@ -157,44 +157,70 @@ def gaussian_kl(
     return 0.5 * torch.sum(prior_logvar - logvar + ratio - 1)
 
 
-class Sampler(nn.Module):
-    """(z ~ N(0, I)[, label]) -> image; with a class prior z is first moved to N(mu_y, sigma_y)."""
+class LatentMap(nn.Module):
+    """How the sampler's z ~ N(0, I) becomes a decoder code, in one place for both directions:
+    code = shift_y + scale_y * z, with (shift_y, scale_y) = (mu_y, sigma_y * temperature) under a
+    class prior and (0, temperature) without one."""
 
-    def __init__(self, decoder: Decoder, prior: ClassPrior | None = None, temperature: float = 1.0) -> None:
+    def __init__(self, prior: ClassPrior | None, temperature: float) -> None:
         super().__init__()
-        self.decoder = decoder
         self.prior = prior
         self.temperature = temperature
 
+    @property
+    def is_identity(self) -> bool:
+        return self.prior is None and self.temperature == 1.0
+
+    def _shift_and_log_scale(
+        self, label: torch.Tensor | None
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        log_t = math.log(self.temperature)
+        if self.prior is None:
+            return 0.0, log_t
+        mu, logvar = self.prior(label)
+        return mu, 0.5 * logvar + log_t
+
+    def to_code(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        shift, log_scale = self._shift_and_log_scale(label)
+        return shift + torch.exp(torch.as_tensor(log_scale)) * z
+
+    def from_code(
+        self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's N(mu, e^logvar) over codes, as a distribution over the sampler's z."""
+        shift, log_scale = self._shift_and_log_scale(label)
+        log_scale = torch.as_tensor(log_scale)
+        return (mu - shift) * torch.exp(-log_scale), logvar - 2.0 * log_scale
+
+
+class Sampler(nn.Module):
+    """(z ~ N(0, I)[, label]) -> image, z mapped to a code by the latent map first."""
+
+    def __init__(self, decoder: Decoder, latent: LatentMap) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.latent = latent
+
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        if self.temperature != 1.0:
-            z = z * self.temperature
-        if self.prior is not None:
-            mu, logvar = self.prior(label)
-            z = mu + torch.exp(0.5 * logvar) * z
+        if not self.latent.is_identity:
+            z = self.latent.to_code(z, label)
         return torch.sigmoid(self.decoder(z, label))
 
 
 class StandardisedEncoder(nn.Module):
-    """The exported encoder when the sampler transforms z (class prior, temperature): (mu, logvar)
-    in the sampler's z space, z = (code - mu_y) / (sigma_y * temperature), so its mu fed to the
-    model reconstructs the image."""
+    """The exported encoder when the latent map is not the identity: (mu, logvar) in the
+    sampler's z space, so its mu fed to the model reconstructs the image."""
 
-    def __init__(self, encoder: Encoder, prior: ClassPrior | None, temperature: float) -> None:
+    def __init__(self, encoder: Encoder, latent: LatentMap) -> None:
         super().__init__()
         self.encoder = encoder
-        self.prior = prior
-        self.temperature = temperature
+        self.latent = latent
 
     def forward(
         self, image: torch.Tensor, label: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(image, label)
-        if self.prior is not None:
-            prior_mu, prior_logvar = self.prior(label)
-            mu, logvar = (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
-        t = self.temperature
-        return mu / t, logvar - 2.0 * math.log(t)
+        return self.latent.from_code(mu, logvar, label)
 
 
 class Model(FamilyModel):
@@ -239,7 +265,10 @@ class Model(FamilyModel):
         return (recon + self.config.kl_weight * kl).item()
 
     def sampler(self) -> nn.Module:
-        return Sampler(self.decoder, self.prior, self.config.temperature).eval()
+        return Sampler(self.decoder, self.latent_map()).eval()
+
+    def latent_map(self) -> LatentMap:
+        return LatentMap(self.prior, self.config.temperature)
 
     def export_specs(self) -> dict[str, ExportSpec]:
         specs = super().export_specs()
@@ -247,9 +276,8 @@ class Model(FamilyModel):
         image = torch.rand(3, c.channels, c.image_size, c.image_size)
         label = torch.arange(3, dtype=torch.int64) % c.num_classes
         cond = c.is_conditional
-        encoder = self.encoder
-        if self.prior is not None or c.temperature != 1.0:
-            encoder = StandardisedEncoder(self.encoder, self.prior, c.temperature)
+        latent = self.latent_map()
+        encoder = self.encoder if latent.is_identity else StandardisedEncoder(self.encoder, latent)
         specs["encoder"] = ExportSpec(
             encoder.eval(),
             (image, label) if cond else (image,),
