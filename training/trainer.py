@@ -51,6 +51,7 @@ class RunConfig:
     variant: str = "default"
     guidance: str = ""  # evaluator only: energy | reference
     max_samples: int = 0  # 0 = all training images; else a seeded subset (seed baselines on a budget)
+    balance_classes: bool = False  # draw every class equally often (with replacement), not by its share
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
 
     def to_json(self) -> str:
@@ -89,6 +90,18 @@ def build_model(run: RunConfig, ds: ImageDataset) -> FamilyModel:
 
 def run_id(family: str, dataset_name: str, variant: str) -> str:
     return f"{family}-{dataset_name}" + ("-seed" if variant == "seed" else "")
+
+
+def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: bool) -> torch.Tensor:
+    """Indices of one epoch's images: a permutation, or with `balance_classes` as many draws
+    in which each class is equally likely (a conditional model is sampled over classes evenly,
+    and a class with 4% of the images otherwise gets 4% of the generator's steps)."""
+    labels = labels.cpu()
+    if not balance_classes:
+        return torch.randperm(len(labels), generator=gen)
+    counts = torch.bincount(labels).float()
+    weights = (1.0 / counts)[labels]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=gen)
 
 
 def _rng_state(data_gen: torch.Generator) -> dict[str, Any]:
@@ -209,7 +222,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     try:
         while epoch < run.epochs:
             started = time.perf_counter()
-            perm = torch.randperm(n, generator=data_gen).to(device)
+            perm = epoch_order(labels, data_gen, run.balance_classes).to(device)
             bar = tqdm(
                 range(steps_per_epoch),
                 desc=f"epoch {epoch + 1}/{run.epochs}",
@@ -320,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-samples", type=int, default=0, help="train on a seeded subset of this size")
     p.add_argument(
+        "--balance-classes",
+        action="store_true",
+        help="draw each class equally often per epoch (for folders where one class dominates)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -355,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=variant,
             guidance=args.guidance,
             max_samples=args.max_samples,
+            balance_classes=args.balance_classes,
             overrides=overrides,
         )
         out = train(run, resume=args.resume, progress=not args.no_progress)

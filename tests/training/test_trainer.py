@@ -11,7 +11,8 @@ from PIL import Image
 
 from tests.training.conftest import tiny_run_config
 from training.checkpoint import load_checkpoint
-from training.trainer import main, parse_overrides, train
+from training.data import load_dataset
+from training.trainer import epoch_order, main, parse_overrides, train
 
 
 def _weights(run_dir):
@@ -124,3 +125,30 @@ def test_overrides_are_typed_and_checked():
 def test_guidance_is_for_the_evaluator_only(tmp_path):
     with pytest.raises(ValueError, match="evaluator family only"):
         train(tiny_run_config(tmp_path, "gan", guidance="reference"), progress=False)
+
+
+def test_balance_classes_draws_each_class_about_equally(data_dir):
+    # real MNIST labels, made lopsided: every 0 and three 1s
+    labels = torch.from_numpy(load_dataset("mnist", data_dir).labels)
+    zeros, ones = (labels == 0).nonzero().flatten(), (labels == 1).nonzero().flatten()[:3]
+    lopsided = labels[torch.cat([zeros, ones])]
+    assert len(zeros) >= 20
+    plain = epoch_order(lopsided, torch.Generator().manual_seed(0), balance_classes=False)
+    assert sorted(plain.tolist()) == list(range(len(lopsided)))
+    counts = torch.zeros(2)
+    for seed in range(20):
+        order = epoch_order(lopsided, torch.Generator().manual_seed(seed), balance_classes=True)
+        assert len(order) == len(lopsided)
+        counts += torch.bincount(lopsided[order], minlength=2)
+    assert 0.4 < float(counts[1] / counts.sum()) < 0.6
+
+
+def test_balance_classes_from_the_cli_is_recorded_in_the_run(tmp_path, emoji_dir):
+    out = tmp_path / "balanced"
+    argv = ["--family", "gan", "--dataset", "imagefolder", "--data-dir", str(emoji_dir), "--epochs", "1"]
+    argv += ["--batch-size", "9", "--balance-classes", "--no-progress", "--out", str(out)]
+    argv += ["--set", "g_width=4", "--set", "d_width=8", "--set", "augment=translation,cutout"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["balance_classes"] is True
+    assert config["model"]["augment"] == "translation,cutout"

@@ -10,6 +10,11 @@
 - seed: the seeds' DCGAN settings: binary cross-entropy, Adam 1e-3 (Keras defaults, beta1 0.9),
   no spectral norm, no auxiliary classifier, the label given to the discriminator as one-hot
   planes.
+
+Options for small image folders (off by default): `ema` samples a moving average of the
+generator; `augment` (DiffAugment, training/families/augment.py) shows the discriminator
+randomly shifted / cut-out real and fake images alike, so it cannot memorise a few hundred
+images per class.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from training.families.augment import augment, parse_policy
 from training.families.base import (
     FamilyModel,
     batch_stats,
@@ -72,6 +78,7 @@ class Config:
     # sampled and exported (as in ProGAN/StyleGAN/BigGAN: the average of the last few thousand
     # steps draws cleaner images than the latest step); 0 = off.
     ema: float = 0.0
+    augment: str = ""  # DiffAugment policy for every discriminator input, e.g. "translation,cutout"
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -79,6 +86,9 @@ class Config:
     @classmethod
     def create(cls, variant: str = "default", **fields) -> Config:
         return create_config(cls, PRESETS, variant, **fields)
+
+    def __post_init__(self) -> None:
+        parse_policy(self.augment)
 
     @property
     def conditional(self) -> bool:
@@ -132,6 +142,7 @@ class Model(FamilyModel):
         if not c.spectral_norm:
             self.discriminator.apply(init_weights)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
+        self.augment_policy = parse_policy(c.augment)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
@@ -167,6 +178,9 @@ class Model(FamilyModel):
         z = randn(n, self.config.latent_dim, device=label.device, gen=gen)
         return torch.tanh(self.generator(z, label))
 
+    def _as_discriminator_sees(self, images: torch.Tensor) -> torch.Tensor:
+        return augment(images, self.augment_policy) if self.augment_policy else images
+
     def _aux(self, logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         if logits is None:
             return torch.zeros((), device=y.device)
@@ -200,11 +214,12 @@ class Model(FamilyModel):
         y_fake = paired_labels(y) if c.mode_seeking else y
         z = torch.randn(x.shape[0], c.latent_dim, device=x.device)
         fake = torch.tanh(self.generator(z, y_fake))
-        d_loss = self.d_loss(real, fake.detach(), y, y_fake)
+        seen = self._as_discriminator_sees
+        d_loss = self.d_loss(seen(real), seen(fake.detach()), y, y_fake)
         opts["d"].zero_grad(set_to_none=True)
         d_loss.backward()
         opts["d"].step()
-        g_loss = self.g_loss(fake, y_fake)
+        g_loss = self.g_loss(seen(fake), y_fake)
         if c.mode_seeking:
             g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
         opts["g"].zero_grad(set_to_none=True)
