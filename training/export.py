@@ -1,6 +1,7 @@
 """`imagegen export`: a training run's checkpoint -> the ONNX model repository.
 
     imagegen export runs/gan-mnist --models-dir models/ [--id gan-mnist] [--grid docs/grids/gan-mnist.png]
+    imagegen export runs/gan-emoji --set truncation=0.7   # a sampling setting, no retraining
 
 Writes `models/<id>/<version>/model.onnx` (plus e.g. `encoder.onnx` for the VAE) and
 `models/<id>/manifest.json` (DESIGN.md; validated by `service.manifest.Manifest`). Each graph
@@ -26,10 +27,11 @@ import onnxruntime as ort
 import torch
 
 from service.manifest import MANIFEST_NAME, Manifest, OnnxSpec, sha256_file
-from training.checkpoint import load_checkpoint
+from training.checkpoint import build_model, load_checkpoint
+from training.families import get_family
 from training.families.base import ExportSpec, FamilyModel
 from training.grid import grid_inputs, save_grid
-from training.trainer import run_id
+from training.trainer import parse_overrides, run_id
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -178,14 +180,37 @@ def build_manifest(
     )
 
 
+def with_sampling_settings(
+    model: FamilyModel, ckpt: dict[str, Any], settings: list[str]
+) -> tuple[FamilyModel, dict[str, Any]]:
+    """The checkpoint's weights under changed sampling settings (`--set truncation=0.7`); the
+    manifest records the config actually exported."""
+    family = ckpt["family"]
+    values = parse_overrides(family, settings)
+    allowed = get_family(family).SAMPLING_FIELDS
+    refused = sorted(set(values) - set(allowed))
+    if refused:
+        raise ValueError(
+            f"--set {refused}: only sampling settings change at export; the {family} family has "
+            f"{list(allowed) or 'none'} (other fields need training: imagegen train --set)"
+        )
+    ckpt = {**ckpt, "model_config": {**ckpt["model_config"], **values}}
+    rebuilt = build_model(family, ckpt["model_config"])
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt, ckpt
+
+
 def export_run(
     run_dir: Path,
     models_dir: Path,
     model_id: str | None = None,
     grid: Path | None = None,
     tolerance: float = TOLERANCE,
+    settings: list[str] | None = None,
 ) -> Manifest:
     model, ckpt = load_checkpoint(run_dir)
+    if settings:
+        model, ckpt = with_sampling_settings(model, ckpt, settings)
     model.eval()
     model_id = model_id or run_id(ckpt["family"], ckpt["dataset"]["name"], ckpt["run_config"]["variant"])
     specs = model.export_specs()
@@ -230,9 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--id", default=None, help="model id (default <family>-<dataset>[-seed])")
     p.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG here")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a sampling setting, e.g. --set truncation=0.7 (gan) or --set temperature=0.6 (vae)",
+    )
     args = p.parse_args(argv)
     try:
-        manifest = export_run(args.run, args.models_dir, args.id, args.grid)
+        manifest = export_run(args.run, args.models_dir, args.id, args.grid, settings=args.settings)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"imagegen export: {exc}", file=sys.stderr)
         return 1

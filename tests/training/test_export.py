@@ -94,3 +94,38 @@ def test_cli_exports_with_a_grid_and_fails_cleanly(tiny_runs, tmp_path, capsys):
     assert manifest["inputs"] == {"z": [-1, 8], "label": [-1]}
     assert main([str(tmp_path / "no-run"), "--models-dir", str(tmp_path / "m")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def _draw(model_dir, manifest, z, label):
+    session = ort.InferenceSession(str(manifest.onnx_path(model_dir)), providers=["CPUExecutionProvider"])
+    return session.run(["image"], {"z": z, "label": label})[0]
+
+
+def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path, capsys):
+    run = tiny_runs("gan")
+    plain = export_run(run, tmp_path, model_id="plain")
+    argv = [str(run), "--models-dir", str(tmp_path), "--id", "truncated", "--set", "truncation=0.5"]
+    assert main(argv) == 0
+    truncated = Manifest.read(tmp_path / "truncated")
+    assert truncated.training["config"]["truncation"] == 0.5
+    assert plain.training["config"]["truncation"] == 1.0
+    z = np.random.default_rng(0).standard_normal((4, plain.latent_dim)).astype(np.float32)
+    label = np.arange(4, dtype=np.int64)
+    # the same weights: a truncated model's z is the plain model's z * 0.5
+    np.testing.assert_allclose(
+        _draw(tmp_path / "truncated", truncated, z, label),
+        _draw(tmp_path / "plain", plain, 0.5 * z, label),
+        atol=1e-5,
+    )
+    assert not np.allclose(
+        _draw(tmp_path / "plain", plain, z, label), _draw(tmp_path / "plain", plain, 0.5 * z, label)
+    )
+
+
+def test_export_refuses_to_change_what_needs_training(tiny_runs, tmp_path, capsys):
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "g_width=8"]) == 1
+    err = capsys.readouterr().err
+    assert "only sampling settings change at export" in err and "['truncation']" in err
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "truncation=1.5"]) == 1
+    assert "truncation must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "gan-mnist").exists()

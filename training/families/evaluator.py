@@ -35,6 +35,9 @@ from training.families.base import (
 )
 from training.families.layers import ConvGenerator, GeneratorSampler, down_stack
 
+# Config fields that only change how the sampler draws, which `imagegen export --set` may change.
+SAMPLING_FIELDS: tuple[str, ...] = ()
+
 PRESETS = {
     "default": {},
     "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat", "mode_seeking": 0.0},

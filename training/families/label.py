@@ -31,6 +31,9 @@ from training.families.base import (
     upsample_plan,
 )
 
+# Config fields that only change how the sampler draws, which `imagegen export --set` may change.
+SAMPLING_FIELDS: tuple[str, ...] = ()
+
 PRESETS = {
     "default": {},
     "seed": {"width": 64, "lr": 1e-3, "beta1": 0.9},

@@ -110,10 +110,13 @@ def one_hot_maps(label: torch.Tensor, num_classes: int, size: int) -> torch.Tens
 class GeneratorSampler(nn.Module):
     """What the gan and evaluator families export: (z[, label]) -> tanh image mapped to [0, 1]."""
 
-    def __init__(self, generator: ConvGenerator, conditional: bool) -> None:
+    def __init__(self, generator: ConvGenerator, conditional: bool, truncation: float = 1.0) -> None:
         super().__init__()
         self.generator = generator
         self.conditional = conditional
+        self.truncation = truncation
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.truncation != 1.0:
+            z = z * self.truncation
         return to_unit(torch.tanh(self.generator(z, label if self.conditional else None)))

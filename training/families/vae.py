@@ -21,6 +21,9 @@ from torch import nn
 from training.families.base import ExportSpec, FamilyModel, create_config, randn, upsample_plan
 from training.families.layers import down_stack, one_hot_maps
 
+# Config fields that only change how the sampler draws, which `imagegen export --set` may change.
+SAMPLING_FIELDS: tuple[str, ...] = ("temperature",)
+
 PRESETS = {
     "default": {},
     "seed": {"conditional": False, "latent_dim": 2, "kernel": 3, "hidden": 16, "width": 32, "lr": 1e-3},
