@@ -29,6 +29,7 @@ from training.data import DatasetError, ImageDataset, default_data_dir, load_dat
 from training.families import FAMILIES, get_family
 from training.families.base import FamilyModel
 from training.grid import grid_inputs, save_grid
+from training.warm_start import load_exported_weights
 
 LOSS_CSV = "losses.csv"
 
@@ -52,6 +53,7 @@ class RunConfig:
     guidance: str = ""  # evaluator only: energy | reference
     max_samples: int = 0  # 0 = all training images; else a seeded subset (seed baselines on a budget)
     balance_classes: bool = False  # draw every class equally often (with replacement), not by its share
+    init_from: str = ""  # an exported model (models/<id> or an .onnx) whose sampler weights start the run
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
 
     def to_json(self) -> str:
@@ -196,6 +198,10 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         print(f"resuming {out} from epoch {epoch} (step {step})", flush=True)
         _truncate_csv(csv_path, step)
     else:
+        if run.init_from:
+            loaded = load_exported_weights(model.sampler(), run.init_from)
+            model.after_warm_start()
+            print(f"started from {run.init_from}: {len(loaded)} sampler weights loaded", flush=True)
         csv_path.unlink(missing_ok=True)
         (out / "config.json").write_text(
             json.dumps(
@@ -338,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw each class equally often per epoch (for folders where one class dominates)",
     )
     p.add_argument(
+        "--init-from",
+        default="",
+        metavar="MODEL",
+        help="start from an exported model's sampler weights (models/<id> or a .onnx file); "
+        "the nets it does not export start fresh",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -374,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             guidance=args.guidance,
             max_samples=args.max_samples,
             balance_classes=args.balance_classes,
+            init_from=args.init_from,
             overrides=overrides,
         )
         out = train(run, resume=args.resume, progress=not args.no_progress)

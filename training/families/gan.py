@@ -86,6 +86,10 @@ class Config:
     # The exported sampler draws z * truncation: below 1, images nearer the generator's typical
     # ones (more recognisable, less varied; BigGAN's truncation trick). Sampling only.
     truncation: float = 1.0
+    # Steps in which only the discriminator learns, when the generator starts from an exported
+    # model (--init-from) and the discriminator from scratch: a random critic's gradients
+    # would otherwise undo the generator before the critic means anything.
+    d_warmup: int = 0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -152,6 +156,7 @@ class Model(FamilyModel):
             self.discriminator.apply(init_weights)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
         self.augment_policy = parse_policy(c.augment)
+        self.d_only_steps = 0  # set by after_warm_start; not saved, a warm start begins a run
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
@@ -163,6 +168,12 @@ class Model(FamilyModel):
             }
             state_dict = {**state_dict, **ema}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def after_warm_start(self) -> None:
+        # the sampler holds the averaged generator when there is one: train on from it
+        if self.generator_ema is not None:
+            self.generator.load_state_dict(self.generator_ema.state_dict())
+        self.d_only_steps = self.config.d_warmup
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -228,6 +239,9 @@ class Model(FamilyModel):
         opts["d"].zero_grad(set_to_none=True)
         d_loss.backward()
         opts["d"].step()
+        if self.d_only_steps > 0:
+            self.d_only_steps -= 1
+            return {"d_loss": d_loss.item(), "g_loss": float("nan")}
         g_loss = self.g_loss(seen(fake), y_fake)
         if c.mode_seeking:
             g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
