@@ -175,6 +175,7 @@ def build_manifest(
             "train_images": data["train_images"],
             "torch": ckpt.get("torch"),
             "guidance": getattr(cfg, "guidance", None),
+            "init_from": run.get("init_from") or None,
             "config": ckpt["model_config"],
         },
     )

@@ -29,7 +29,7 @@ from training.data import DatasetError, ImageDataset, default_data_dir, load_dat
 from training.families import FAMILIES, get_family
 from training.families.base import FamilyModel
 from training.grid import grid_inputs, save_grid
-from training.warm_start import load_exported_weights
+from training.warm_start import exported_onnx_path, load_exported_weights
 
 LOSS_CSV = "losses.csv"
 
@@ -198,7 +198,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         print(f"resuming {out} from epoch {epoch} (step {step})", flush=True)
         _truncate_csv(csv_path, step)
     else:
-        if run.init_from:
+        if run.init_from:  # saved as the file itself: models/<id> moves on to newer versions
+            run = dataclasses.replace(run, init_from=str(exported_onnx_path(run.init_from)))
             loaded = load_exported_weights(model.sampler(), run.init_from)
             model.after_warm_start()
             print(f"started from {run.init_from}: {len(loaded)} sampler weights loaded", flush=True)

@@ -40,9 +40,7 @@ def load_exported_weights(sampler: nn.Module, path: str | Path) -> list[str]:
     """Copy every parameter and buffer of `sampler` from the ONNX file at `path` (in place)
     and return their names. Raises WarmStartError naming what is missing or mis-shaped, so
     a model of another size or family is refused rather than loaded in part."""
-    path = Path(path)
-    if path.is_dir():  # a model directory: models/<id> -> its manifest's current version
-        path = _current_onnx(path)
+    path = exported_onnx_path(path)
     weights = _onnx_weights(path)
     state = {k: v for k, v in sampler.state_dict().items() if not _is_bookkeeping(k)}
     found: dict[str, np.ndarray] = {}
@@ -72,6 +70,13 @@ def load_exported_weights(sampler: nn.Module, path: str | Path) -> list[str]:
         for name, tensor in state.items():
             tensor.copy_(torch.tensor(found[name]))
     return list(state)
+
+
+def exported_onnx_path(path: str | Path) -> Path:
+    """The ONNX file meant by `path`: itself, or for a model directory (models/<id>) the file
+    of its manifest's current version."""
+    path = Path(path)
+    return _current_onnx(path) if path.is_dir() else path
 
 
 def _current_onnx(model_dir: Path) -> Path:
