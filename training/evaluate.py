@@ -84,6 +84,10 @@ class Reference:
     fid_floor: float  # real train vs reference: what a perfect generator would score
     precision_floor: float
     recall_floor: float
+    # Classes of the reference rows, kept for image folders only: their held-out split has the
+    # folder's class imbalance, which class-balanced samples cannot match (IDX test sets are
+    # balanced already).
+    labels: np.ndarray | None = None
 
 
 class FeatureExtractor:
@@ -193,7 +197,20 @@ def build_reference(dataset: str, extractor: FeatureExtractor, cfg: EvalConfig) 
     return Reference(
         dataset, f"{description}, {n} images", ref_feats, train_feats,
         fid_floor, precision_floor, recall_floor,
+        labels=None if dataset in IDX_DATASETS else ref.labels[ref_idx],
     )
+
+
+def class_matched(generated: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """Indices of generated images with the reference's class histogram: for each class c, the
+    first count_c(reference) generated images asked for c. None if some class has too few."""
+    picked = []
+    for c, count in enumerate(np.bincount(reference)):
+        of_class = np.flatnonzero(generated == c)
+        if len(of_class) < count:
+            return None
+        picked.append(of_class[:count])
+    return np.sort(np.concatenate(picked))
 
 
 def evaluate_model(
@@ -221,6 +238,7 @@ def evaluate_model(
         "pr_k": PR_K,
     }
     if manifest.conditional:
+        result |= class_matched_metrics(labels, feats, reference)
         overall, per_class = metrics.class_accuracy(predicted, labels, manifest.num_classes)
         worst = int(np.nanargmin(per_class))
         result |= {
@@ -252,6 +270,21 @@ def evaluate_model(
         "duration_s": round(time.time() - t0, 1),
     }
     return result
+
+
+def class_matched_metrics(labels: np.ndarray, feats: np.ndarray, reference: Reference) -> dict:
+    """fid_cls and precision/recall against samples drawn in the reference's class proportions,
+    so that an imbalanced held-out split (emoji: 60% people-body) does not count against a
+    model for drawing the classes it is asked for."""
+    idx = None if reference.labels is None else class_matched(labels, reference.labels)
+    if idx is None:
+        return {}
+    precision, recall = metrics.precision_recall(reference.features, feats[idx], PR_K)
+    return {
+        "fid_cls_matched": round(metrics.frechet_distance(feats[idx], reference.features), 4),
+        "precision_matched": round(precision, 4),
+        "recall_matched": round(recall, 4),
+    }
 
 
 def write_metrics(model_dir: Path, evaluated: Manifest, result: dict) -> None:

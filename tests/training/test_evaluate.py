@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.manifest import MANIFEST_NAME, Manifest
-from training.evaluate import latents, main
+from training.evaluate import class_matched, latents, main
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -70,6 +70,7 @@ def test_evaluate_writes_metrics_and_nothing_else(tmp_path):
     assert m["worst_class_accuracy"] == min(m["class_accuracy_per_class"].values())
     assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert m["fid_cls"] >= 0 and m["fid_cls_floor"] >= 0
+    assert "fid_cls_matched" not in m  # an IDX test split is balanced: nothing to match
 
 
 def test_evaluate_is_deterministic(tmp_path):
@@ -92,6 +93,18 @@ def test_evaluate_an_emoji_model_on_the_committed_emoji_images(tmp_path):
     assert m["evaluation"]["fid_pr_samples"] == 9
     assert "held-out" in m["evaluation"]["reference"]
     assert len(m["class_accuracy_per_class"]) == 9
+    # the held-out images' classes are known here: the class-matched figures are written too
+    assert {"fid_cls_matched", "precision_matched", "recall_matched"} <= set(m)
+    assert m["fid_cls_matched"] >= 0 and 0 <= m["recall_matched"] <= 1
+
+
+def test_class_matched_samples_follow_the_reference_histogram():
+    generated = np.arange(90) % 9  # the sampling contract: image i asks for class i mod 9
+    reference = np.array([5] * 6 + [0, 0, 3])  # imbalanced, like the emoji held-out split
+    idx = class_matched(generated, reference)
+    assert np.array_equal(np.bincount(generated[idx], minlength=9), np.bincount(reference, minlength=9))
+    assert list(idx) == [0, 3, 5, 9, 14, 23, 32, 41, 50]  # the first images of each class
+    assert class_matched(generated, np.array([5] * 11)) is None  # only 10 generated of class 5
 
 
 def test_latents_follow_the_sampling_contract():
