@@ -57,6 +57,10 @@ How it is measured (DESIGN.md, "Quality metrics"; code in `training/evaluate.py`
   The held-out set keeps the folder's class imbalance (about 60% people-body) while conditional
   samples are balanced over the 9 categories, which raises fid_cls of conditional emoji models
   above the floor even for a perfect generator; compare ours and seed under the same setting.
+  The **class-matched** figures (image folders, conditional models) remove that: the generated
+  set is the first images of each class in the held-out split's class proportions, so it is
+  compared with the reference class for class (the floors, random train images, have the
+  reference's proportions already).
 
 Reproduce (about 30 s per model on one CPU core):
 
@@ -103,7 +107,12 @@ def _class_cell(r: Row) -> str:
 
 def _with_floor(m: dict, key: str) -> str:
     floor = m.get(f"{key}_floor")
-    return f"{m[key]:.3f}" + ("" if floor is None else f" ({floor:.3f})")
+    return f"{m[key]:.3f}" + ("" if floor is None else f" ({floor:.3f})") + _matched(m, key, 3)
+
+
+def _matched(m: dict, key: str, digits: int) -> str:
+    value = m.get(f"{key}_matched")
+    return "" if value is None else f"; class-matched {value:.{digits}f}"
 
 
 def _grid_cell(model_id: str, grids_dir: Path, out_dir: Path) -> str:
@@ -124,7 +133,8 @@ def render_row(r: Row, grids_dir: Path, out_dir: Path) -> str:
         cells = [name, role, "not evaluated", "—", "—", "—", _grid_cell(man.id, grids_dir, out_dir)]
     else:
         cells = [
-            name, role, _class_cell(r), f"{m['fid_cls']:.2f} (floor {m['fid_cls_floor']:.2f})",
+            name, role, _class_cell(r),
+            f"{m['fid_cls']:.2f} (floor {m['fid_cls_floor']:.2f})" + _matched(m, "fid_cls", 2),
             _with_floor(m, "precision"), _with_floor(m, "recall"), _grid_cell(man.id, grids_dir, out_dir),
         ]
     return "| " + " | ".join(cells) + " |"
