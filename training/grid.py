@@ -59,3 +59,38 @@ def save_grid(images: np.ndarray, cols: int, path: Path | str, scale: int = 1, p
     path.parent.mkdir(parents=True, exist_ok=True)
     pil.save(path)
     return path
+
+
+def real_grid_images(labels: np.ndarray, num_classes: int, rows: int = 8, seed: int = 0) -> np.ndarray:
+    """Indices of real images laid out like a sample grid: row r, column c holds a random image
+    of class c (seeded), so a model's grid can be read beside what its classes look like."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:rows] for c in range(num_classes)]
+    if min(len(p) for p in picks) < rows:
+        raise ValueError(f"every class needs {rows} images for a {rows}-row grid")
+    return np.stack(picks, axis=1).reshape(-1)  # row-major: (rows, classes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from training.data import load_image_folder, split_holdout
+
+    p = argparse.ArgumentParser(
+        prog="python -m training.grid",
+        description="Draw a grid of real held-out images of an image folder, one column per class.",
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--rows", type=int, default=8)
+    args = p.parse_args(argv)
+    # the held-out split is what `imagegen evaluate` compares generated images with
+    _, held = split_holdout(load_image_folder(args.folder))
+    idx = real_grid_images(held.labels, held.num_classes, args.rows)
+    save_grid(held.images[idx].astype(np.float32) / 255.0, held.num_classes, args.out)
+    print(f"{args.out}: {args.rows} x {held.num_classes} held-out images ({', '.join(held.class_names)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
