@@ -2,9 +2,10 @@
 
 What a family exports (its sampler: the generator, or the vae's decoder) is what gets loaded;
 nets that are not exported (a gan's discriminator, a vae's encoder) start fresh. The ONNX
-file keeps the torch names of the weights, except a bias-free Linear, which the exporter
-turns into a MatMul on the transposed weight under a generated name; that one is matched by
-its transposed shape, and only when the match is unique.
+file keeps the torch names of the weights, with two exceptions matched only when the match is
+unique: a module reached through a wrapper may keep its own, shorter path (matched by suffix
+and shape), and a bias-free Linear becomes a MatMul on the transposed weight under a generated
+name (matched by transposed shape).
 """
 
 from __future__ import annotations
@@ -54,12 +55,21 @@ def load_exported_weights(sampler: nn.Module, path: str | Path) -> list[str]:
             found[name] = weights[name]
     unnamed = {k: v for k, v in weights.items() if k not in state}
     for name, tensor in state.items():
-        if name in found or tensor.dim() != 2:
+        if name in found:
             continue
-        want = tuple(reversed(tensor.shape))
-        matches = [k for k, v in unnamed.items() if tuple(v.shape) == want]
-        if len(matches) == 1:
-            found[name] = unnamed.pop(matches[0]).T
+        # a module reached through a wrapper keeps its own path in the file (prior.mu.weight
+        # for the sampler's latent.prior.mu.weight)
+        nested = [
+            k for k, v in unnamed.items()
+            if name.endswith("." + k) and tuple(v.shape) == tuple(tensor.shape)
+        ]
+        if len(nested) == 1:
+            found[name] = unnamed.pop(nested[0])
+        elif tensor.dim() == 2:
+            want = tuple(reversed(tensor.shape))
+            matches = [k for k, v in unnamed.items() if tuple(v.shape) == want]
+            if len(matches) == 1:
+                found[name] = unnamed.pop(matches[0]).T
     missing = [k for k in state if k not in found]
     if missing:
         raise WarmStartError(

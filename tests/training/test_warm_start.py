@@ -44,6 +44,20 @@ def test_loaded_sampler_draws_what_the_onnx_file_draws(tiny_runs, tmp_path):
     assert all(torch.equal(v, averaged[k]) for k, v in model.generator.state_dict().items())
 
 
+def test_a_vae_decoder_and_class_prior_load_from_their_onnx_file(tmp_path):
+    overrides = {"class_prior": True, "label_every_stage": True, "temperature": 0.6}
+    run = train(tiny_run_config(tmp_path / "run", "vae", overrides=overrides), progress=False)
+    export_run(run, tmp_path / "models")
+    vae = get_family("vae")
+    model = vae.Model(vae.Config.create(num_classes=10, **TINY["vae"], **overrides))
+    names = load_exported_weights(model.sampler(), tmp_path / "models" / "vae-mnist")
+    assert "latent.prior.mu.weight" in names  # stored under its own path, prior.mu.weight
+    z, label = _inputs(model.config.latent_dim)
+    with torch.no_grad():
+        drawn = model.sampler()(torch.from_numpy(z), torch.from_numpy(label)).numpy()
+    np.testing.assert_allclose(drawn, _onnx_images(tmp_path / "models" / "vae-mnist", z, label), atol=1e-5)
+
+
 def test_discriminator_warm_up_leaves_the_loaded_generator_alone(tiny_runs, tmp_path):
     export_run(tiny_runs("gan"), tmp_path / "models")
     steps = 1000  # more than one epoch has: only the discriminator learns in this run
