@@ -90,8 +90,6 @@ def exported_onnx_path(path: str | Path) -> Path:
 
 
 def _current_onnx(model_dir: Path) -> Path:
-    manifest_path = model_dir / MANIFEST_NAME
-    if not manifest_path.exists():
+    if not (model_dir / MANIFEST_NAME).exists():
         raise WarmStartError(f"{model_dir} has no {MANIFEST_NAME}; pass a model directory or an .onnx file")
-    manifest = Manifest.model_validate_json(manifest_path.read_text())
-    return manifest.onnx_path(model_dir)
+    return Manifest.read(model_dir).onnx_path(model_dir)
