@@ -7,10 +7,13 @@ the exported ONNX model and from the service show the same images.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from training.data import load_image_folder, split_holdout
 
 
 def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
@@ -72,10 +75,6 @@ def real_grid_images(labels: np.ndarray, num_classes: int, rows: int = 8, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from training.data import load_image_folder, split_holdout
-
     p = argparse.ArgumentParser(
         prog="python -m training.grid",
         description="Draw a grid of real held-out images of an image folder, one column per class.",
