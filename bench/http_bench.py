@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     concurrencies = [64] if args.quick else [int(c) for c in args.concurrency.split(",")]
-    serve = [sys.executable, "-m", "training.cli", "serve", "--port", "{port}"]
+    serve = [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}"]
     # The naive server holds only the one model it was written for, so it is given the same id.
     naive = [sys.executable, str(ROOT / "bench" / "naive_server.py"),
              "--model", args.model, "--port", "{port}"]

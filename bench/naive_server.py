@@ -24,8 +24,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from service.manifest import Manifest  # noqa: E402
-from service.sampling import build_feeds  # noqa: E402
+from imagegen.contract.manifest import Manifest  # noqa: E402
+from imagegen.contract.sampling import build_feeds  # noqa: E402
 
 Render = Callable[[int, int], np.ndarray]  # (seed, label) -> float image (C, H, W) in [0, 1]
 

@@ -34,7 +34,7 @@ def rss_mib(pid: int) -> float:
 
 def latency_vs_n(model: str, reps: int, max_n: int) -> list[dict]:
     port = free_port()
-    serve = [sys.executable, "-m", "training.cli", "serve", "--port", "{port}"]
+    serve = [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}"]
     proc = start(Server("batching", serve), port)
     rows = []
     try:

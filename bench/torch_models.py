@@ -14,7 +14,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from service.manifest import Manifest
+from imagegen.contract.manifest import Manifest
+from imagegen.contract.sampling import latents
 from training.checkpoint import build_model
 
 
@@ -30,7 +31,7 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
 def load_torch_sampler(model_dir: Path) -> tuple[torch.nn.Module, Manifest]:
     """(sampler in eval mode, manifest) for `models/<id>`."""
     manifest = Manifest.read(model_dir)
-    family_model = build_model(manifest.family, manifest.training["config"])
+    family_model = build_model(manifest.family, manifest.training.config)
     sampler = family_model.sampler().eval()
     weights = _initializers(manifest.onnx_path(model_dir))
     state = sampler.state_dict()
@@ -61,18 +62,10 @@ def load_torch_sampler(model_dir: Path) -> tuple[torch.nn.Module, Manifest]:
     return sampler, manifest
 
 
-def latents(seeds: np.ndarray, latent_dim: int) -> np.ndarray:
-    """DESIGN.md's sampling contract: one PCG64 stream per seed."""
-    return np.stack([
-        np.random.Generator(np.random.PCG64(int(s))).standard_normal(latent_dim, dtype=np.float32)
-        for s in seeds
-    ]) if latent_dim else np.zeros((len(seeds), 0), np.float32)
-
-
 def torch_inputs(manifest: Manifest, seeds: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, ...]:
     feeds = []
     if "z" in manifest.inputs:
-        feeds.append(torch.from_numpy(latents(seeds, manifest.latent_dim)))
+        feeds.append(torch.from_numpy(latents((int(s) for s in seeds), manifest.latent_dim)))
     if "label" in manifest.inputs:
         feeds.append(torch.from_numpy(labels.astype(np.int64)))
     return tuple(feeds)

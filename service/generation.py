@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from imagegen.contract.sampling import build_feeds
 from service import imaging
 from service.batching import Job, Slice
 from service.runtime import ModelRuntime
-from service.sampling import build_feeds
 
 # png: one PNG (a grid when n > 1); png_base64_list: one base64 PNG per image (for JSON responses);
 # npy: float32 NCHW array in [0, 1].
@@ -45,7 +45,7 @@ def render(request: ImageRequest, images: np.ndarray) -> Any:
         if request.scale > 1:
             array = array.repeat(request.scale, axis=2).repeat(request.scale, axis=3)
         return imaging.encode_npy(array)
-    pixels = imaging.to_uint8(images)
+    pixels = imaging.to_hwc_uint8(images)
     if request.output == "png_base64_list":
         # Base64 here too, so the event loop only assembles the JSON.
         return [png_base64(imaging.encode_png(imaging.upscale(image, request.scale))) for image in pixels]

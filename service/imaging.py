@@ -18,15 +18,17 @@ import zlib
 
 import numpy as np
 
+from imagegen.contract import sampling
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour types by channel count: grayscale, grayscale+alpha, RGB, RGBA.
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float32 NCHW in [0, 1] -> uint8 NHWC (rounded, clipped)."""
-    scaled = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+def to_hwc_uint8(images: np.ndarray) -> np.ndarray:
+    """float32 NCHW in [0, 1] -> uint8 NHWC (the contract's rounding and clipping)."""
+    scaled = sampling.to_uint8(images)
     return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1))
 
 

@@ -8,11 +8,11 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from imagegen.contract.manifest import Manifest
+from imagegen.contract.sampling import MAX_SEED, default_label
 from service.errors import InvalidParameter, LimitExceeded, ParameterNotSupported
 from service.generation import ImageRequest, Output
-from service.manifest import Manifest
 from service.registry import ServedModel
-from service.sampling import MAX_SEED, default_label
 
 _INT = re.compile(r"^\+?[0-9]+$")
 FORMATS = ("png", "json")

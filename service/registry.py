@@ -13,11 +13,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from imagegen.contract.manifest import FAMILIES, Manifest
 from service import repository
 from service.batching import DynamicBatcher
 from service.errors import InvalidParameter, ModelLoadError, ModelUnavailable, UnknownModel
 from service.generation import Generator
-from service.manifest import FAMILIES, Manifest
 from service.metrics import Metrics
 from service.runtime import ModelRuntime, RuntimeOptions
 from service.settings import Settings

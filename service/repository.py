@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.manifest import MANIFEST_NAME, Manifest, sha256_file
+from imagegen.contract.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 
 @dataclass(frozen=True)

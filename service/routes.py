@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from imagegen.contract.sampling import MAX_SEED
 from service.batching import BatcherStopped, Job, QueueFull
 from service.errors import (
     InferenceFailed,
@@ -37,7 +38,6 @@ from service.generation import ImageRequest
 from service.metrics import CONTENT_TYPE, Metrics
 from service.params import GetRequest, check_output_size, draw_seed, image_request, item_labels
 from service.registry import Registry, ServedModel
-from service.sampling import MAX_SEED
 from service.settings import Settings
 
 log = logging.getLogger("imagegen.routes")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from imagegen.contract.manifest import Manifest
 from service.errors import ModelLoadError
-from service.manifest import Manifest
 
 log = logging.getLogger("imagegen.runtime")
 

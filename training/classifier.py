@@ -20,7 +20,6 @@ Evaluation (`training.evaluate`) runs them through onnxruntime, so it needs no r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -33,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.manifest import sha256_file
+from imagegen.contract.classifier import ClassifierManifest
+from imagegen.contract.manifest import sha256_file
 from training.data import DatasetError, ImageDataset, load_dataset, split_holdout
 from training.evaluate import (
     CLASSIFIER_MANIFEST,
@@ -197,13 +197,11 @@ def dataset_key(dataset: str, data_dir: Path | None) -> str:
 
 
 def write_manifest(out_dir: Path, info: dict) -> Path:
-    path = out_dir / MANIFEST_FILE
-    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return path
+    return ClassifierManifest.model_validate(info).write(out_dir)
 
 
-def read_manifest(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / MANIFEST_FILE).read_text())
+def read_manifest(out_dir: Path) -> ClassifierManifest:
+    return ClassifierManifest.read(Path(out_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:

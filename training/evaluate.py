@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.manifest import MANIFEST_NAME, Manifest, sha256_file
+from imagegen.contract.classifier import ClassifierManifest
+from imagegen.contract.manifest import MANIFEST_NAME, Manifest, QualityMetrics, sha256_file
+from imagegen.contract.sampling import build_feeds, to_uint8
 from training import metrics
 from training.data import DatasetError, ImageDataset, load_idx_dataset, load_image_folder, split_holdout
 
@@ -100,21 +102,21 @@ class FeatureExtractor:
                 f"no reference classifier at {directory} (missing {CLASSIFIER_MANIFEST}); train one with "
                 "`python -m training.classifier --dataset ... --out classifiers/`"
             )
-        self.info = json.loads(manifest_path.read_text())
-        model_path = directory / self.info["onnx"]["file"]
+        self.info = ClassifierManifest.read(directory)
+        model_path = directory / self.info.onnx.file
         digest = sha256_file(model_path)
-        if digest != self.info["onnx"]["sha256"]:
+        if digest != self.info.onnx.sha256:
             raise EvaluationError(f"{model_path}: sha256 {digest} does not match its manifest")
         self.sha256 = digest
         self.session = _session(model_path, threads)
-        self.features_name = self.info.get("features_output", FEATURES_NAME)
-        self.logits_name = self.info.get("logits_output", LOGITS_NAME)
-        self.input_name = self.info.get("input", INPUT_NAME)
+        self.features_name = self.info.features_output
+        self.logits_name = self.info.logits_output
+        self.input_name = self.info.input
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        img = self.info["image"]
-        return img["channels"], img["height"], img["width"]
+        img = self.info.image
+        return img.channels, img.height, img.width
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 or [0, 1] float images (N, C, H, W) -> (predicted classes, features)."""
@@ -135,13 +137,6 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def latents(seeds: range, latent_dim: int) -> np.ndarray:
-    """DESIGN.md's contract: the latent of seed s is PCG64(s)'s first standard normals."""
-    return np.stack(
-        [np.random.Generator(np.random.PCG64(s)).standard_normal(latent_dim, dtype=np.float32) for s in seeds]
-    )
-
-
 def generate(manifest: Manifest, model_dir: Path, samples: int, seed: int, threads: int) -> tuple[
     np.ndarray, np.ndarray
 ]:
@@ -156,14 +151,9 @@ def generate(manifest: Manifest, model_dir: Path, samples: int, seed: int, threa
     images = []
     for start in range(0, samples, BATCH):
         stop = min(start + BATCH, samples)
-        feed: dict[str, np.ndarray] = {}
-        if "z" in manifest.inputs:
-            feed["z"] = latents(range(seed + start, seed + stop), manifest.latent_dim)
-        if "label" in manifest.inputs:
-            feed["label"] = labels[start:stop]
+        feed = build_feeds(manifest, range(seed + start, seed + stop), labels[start:stop])
         (batch,) = session.run([out_name], feed)
-        # The service's PNGs hold clipped 8-bit pixels; evaluate exactly those.
-        images.append(np.rint(np.clip(batch, 0.0, 1.0) * 255.0).astype(np.uint8))
+        images.append(to_uint8(batch))  # the service's PNGs hold these 8-bit pixels: evaluate those
     return np.concatenate(images), labels
 
 
@@ -226,7 +216,7 @@ def evaluate_model(
     n = len(reference.features)
     fake = feats[:n]  # labels cycle, so the first n stay balanced over classes
     precision, recall = metrics.precision_recall(reference.features, fake, PR_K)
-    names = extractor.info["class_names"]
+    names = extractor.info.class_names
     result: dict = {
         "fid_cls": round(metrics.frechet_distance(fake, reference.features), 4),
         "fid_cls_floor": round(reference.fid_floor, 4),
@@ -262,7 +252,7 @@ def evaluate_model(
         "classifier": {
             "dataset": reference.dataset,
             "sha256": extractor.sha256,
-            "test_accuracy": extractor.info.get("test_accuracy"),
+            "test_accuracy": extractor.info.test_accuracy,
         },
         "model_version": manifest.version,
         "onnx_sha256": manifest.onnx.sha256,
@@ -298,7 +288,10 @@ def write_metrics(model_dir: Path, evaluated: Manifest, result: dict) -> None:
             f"{evaluated.version}; evaluate it again"
         )
     before = json.loads((model_dir / MANIFEST_NAME).read_text())
-    current.metrics = result
+    measured = QualityMetrics.model_validate(result)
+    # the figures of the version this one replaced, which export's quality gate compared against
+    measured.previous = current.metrics.previous if current.metrics is not None else None
+    current.metrics = measured
     current.write(model_dir)
     after = json.loads((model_dir / MANIFEST_NAME).read_text())
     before.pop("metrics", None)

@@ -4,7 +4,7 @@
     imagegen export runs/gan-emoji --set truncation=0.7   # a sampling setting, no retraining
 
 Writes `models/<id>/<version>/model.onnx` (plus e.g. `encoder.onnx` for the VAE) and
-`models/<id>/manifest.json` (DESIGN.md; validated by `service.manifest.Manifest`). Each graph
+`models/<id>/manifest.json` (DESIGN.md; validated by `imagegen.contract.manifest.Manifest`). Each graph
 is exported in eval mode with a dynamic batch axis, then run through ONNX Runtime and compared
 with torch on random inputs; a graph that differs by more than the tolerance, depends on its
 batch, or leaves [0, 1] is refused and nothing is written.
@@ -26,7 +26,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service.manifest import MANIFEST_NAME, Manifest, OnnxSpec, sha256_file
+from imagegen.contract.manifest import MANIFEST_NAME, Manifest, OnnxSpec, TrainingRecord, sha256_file
 from training.checkpoint import build_model, load_checkpoint
 from training.families import get_family
 from training.families.base import ExportSpec, FamilyModel
@@ -163,21 +163,21 @@ def build_manifest(
         extra_onnx=extra,
         baseline=variant == "seed",
         variant=variant,
-        training={
-            "epochs": ckpt["epoch"],
-            "seed": run["seed"],
-            "duration_s": round(ckpt["duration_s"], 1),
-            "device": ckpt.get("device", "cpu"),
-            "threads": ckpt.get("threads"),
-            "commit": git_commit(),
-            "steps": ckpt["step"],
-            "batch_size": run["batch_size"],
-            "train_images": data["train_images"],
-            "torch": ckpt.get("torch"),
-            "guidance": getattr(cfg, "guidance", None),
-            "init_from": run.get("init_from") or None,
-            "config": ckpt["model_config"],
-        },
+        training=TrainingRecord(
+            epochs=ckpt["epoch"],
+            seed=run["seed"],
+            duration_s=round(ckpt["duration_s"], 1),
+            device=ckpt.get("device", "cpu"),
+            threads=ckpt.get("threads") or 0,
+            commit=git_commit(),
+            steps=ckpt["step"],
+            batch_size=run["batch_size"],
+            train_images=data["train_images"],
+            torch=ckpt.get("torch") or "",
+            guidance=getattr(cfg, "guidance", None),
+            init_from=run.get("init_from") or None,
+            config=ckpt["model_config"],
+        ),
     )
 
 

@@ -1,8 +1,7 @@
 """Sample grids: fixed inputs (rows = seeds, columns = classes) and a PNG writer.
 
-Latents follow the service's sampling contract (DESIGN.md): the latent of seed `s` is
-`Generator(PCG64(s)).standard_normal(latent_dim, float32)`, so a grid drawn in training, from
-the exported ONNX model and from the service show the same images.
+Feeds come from the sampling contract (`imagegen.contract.sampling`), so a grid drawn in
+training, from the exported ONNX model and from the service show the same images.
 """
 
 from __future__ import annotations
@@ -13,11 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from imagegen.contract.sampling import feeds_for
 from training.data import load_image_folder, split_holdout
-
-
-def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
-    return np.random.Generator(np.random.PCG64(seed)).standard_normal(latent_dim, dtype=np.float32)
 
 
 def grid_inputs(
@@ -35,12 +31,7 @@ def grid_inputs(
         for c in range(cols):
             seeds.append(r if conditional else r * cols + c)
             labels.append(c)
-    feeds: dict[str, np.ndarray] = {}
-    if "z" in inputs:
-        feeds["z"] = np.stack([latent_for_seed(s, latent_dim) for s in seeds])
-    if conditional:
-        feeds["label"] = np.asarray(labels, dtype=np.int64)
-    return feeds, cols
+    return feeds_for(inputs, latent_dim, seeds, labels), cols
 
 
 def save_grid(images: np.ndarray, cols: int, path: Path | str, scale: int = 1, pad: int = 2) -> Path:

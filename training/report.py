@@ -11,13 +11,13 @@ checks the issue's goals against the numbers and says plainly which were missed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.manifest import FAMILIES, MANIFEST_NAME, Manifest
+from imagegen.contract.classifier import ClassifierManifest
+from imagegen.contract.manifest import FAMILIES, MANIFEST_NAME, Manifest, QualityMetrics
 
 DATASET_ORDER = ("mnist", "fashion", "emoji")
 DATASET_TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "emoji": "Emoji (64x64 RGB image folder)"}
@@ -80,15 +80,17 @@ class Row:
     manifest: Manifest
 
     @property
-    def m(self) -> dict:
+    def m(self) -> QualityMetrics:
+        if self.manifest.metrics is None:
+            raise ValueError(f"{self.manifest.id} has no metrics: run imagegen evaluate")
         return self.manifest.metrics
 
     @property
     def evaluated(self) -> bool:
         """Metrics present and measured on the ONNX file the manifest now names (a re-export
         makes a new version, whose quality is unknown until it is evaluated again)."""
-        measured = self.m.get("evaluation", {}).get("onnx_sha256")
-        return "fid_cls" in self.m and measured == self.manifest.onnx.sha256
+        m = self.manifest.metrics
+        return m is not None and m.evaluation.onnx_sha256 == self.manifest.onnx.sha256
 
 
 def _pct(x: float | None) -> str:
@@ -97,21 +99,21 @@ def _pct(x: float | None) -> str:
 
 def _class_cell(r: Row) -> str:
     m = r.m
-    if "class_accuracy" in m:
-        return f"{_pct(m['class_accuracy'])} (worst: {m['worst_class']} {_pct(m['worst_class_accuracy'])})"
-    if "class_entropy_bits" in m:
-        bits = f"{m['class_entropy_bits']:.2f} / {m['class_entropy_max_bits']:.2f} bits"
+    if m.class_accuracy is not None:
+        return f"{_pct(m.class_accuracy)} (worst: {m.worst_class} {_pct(m.worst_class_accuracy)})"
+    if m.class_entropy_bits is not None:
+        bits = f"{m.class_entropy_bits:.2f} / {m.class_entropy_max_bits:.2f} bits"
         return f"unconditional: class entropy {bits}"
     return "—"
 
 
-def _with_floor(m: dict, key: str) -> str:
-    floor = m.get(f"{key}_floor")
-    return f"{m[key]:.3f}" + ("" if floor is None else f" ({floor:.3f})") + _matched(m, key, 3)
+def _with_floor(m: QualityMetrics, key: str) -> str:
+    floor = getattr(m, f"{key}_floor")
+    return f"{getattr(m, key):.3f}" + ("" if floor is None else f" ({floor:.3f})") + _matched(m, key, 3)
 
 
-def _matched(m: dict, key: str, digits: int) -> str:
-    value = m.get(f"{key}_matched")
+def _matched(m: QualityMetrics, key: str, digits: int) -> str:
+    value = getattr(m, f"{key}_matched")
     return "" if value is None else f"; class-matched {value:.{digits}f}"
 
 
@@ -126,15 +128,16 @@ def _relpath(path: Path, start: Path) -> str:
 
 
 def render_row(r: Row, grids_dir: Path, out_dir: Path) -> str:
-    man, m = r.manifest, r.m
+    man = r.manifest
     role = "seed baseline" if man.baseline else "ours"
     name = f"`{man.id}`" + (f" ({man.variant})" if man.variant not in ("default", "seed") else "")
     if not r.evaluated:
         cells = [name, role, "not evaluated", "—", "—", "—", _grid_cell(man.id, grids_dir, out_dir)]
     else:
+        m = r.m
         cells = [
             name, role, _class_cell(r),
-            f"{m['fid_cls']:.2f} (floor {m['fid_cls_floor']:.2f})" + _matched(m, "fid_cls", 2),
+            f"{m.fid_cls:.2f} (floor {m.fid_cls_floor:.2f})" + _matched(m, "fid_cls", 2),
             _with_floor(m, "precision"), _with_floor(m, "recall"), _grid_cell(man.id, grids_dir, out_dir),
         ]
     return "| " + " | ".join(cells) + " |"
@@ -159,14 +162,15 @@ def check_targets(rows: list[Row]) -> list[tuple[bool | None, str]]:
     comparison cannot be made."""
     results = []
     for r in rows:
-        man, m = r.manifest, r.m
+        man = r.manifest
         if man.baseline or man.dataset not in CLASS_TARGETS or not man.conditional or not r.evaluated:
             continue
+        m = r.m
         overall_t, worst_t = CLASS_TARGETS[man.dataset]
-        ok = m["class_accuracy"] >= overall_t and m["worst_class_accuracy"] >= worst_t
+        ok = (m.class_accuracy or 0.0) >= overall_t and (m.worst_class_accuracy or 0.0) >= worst_t
         results.append((ok, (
-            f"`{man.id}` class accuracy {_pct(m['class_accuracy'])} (target >= {_pct(overall_t)}), "
-            f"worst class {m['worst_class']} {_pct(m['worst_class_accuracy'])} (target >= {_pct(worst_t)})"
+            f"`{man.id}` class accuracy {_pct(m.class_accuracy)} (target >= {_pct(overall_t)}), "
+            f"worst class {m.worst_class} {_pct(m.worst_class_accuracy)} (target >= {_pct(worst_t)})"
         )))
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
@@ -179,12 +183,12 @@ def check_targets(rows: list[Row]) -> list[tuple[bool | None, str]]:
             results.append((None, f"{dataset} `{family}`: no seed baseline shipped, fid_cls not compared"))
         if not ours or not seeds:
             continue
-        best = min(ours, key=lambda r: r.m["fid_cls"])
-        base = min(seeds, key=lambda r: r.m["fid_cls"])
-        ok = best.m["fid_cls"] < base.m["fid_cls"]
+        best = min(ours, key=lambda r: r.m.fid_cls)
+        base = min(seeds, key=lambda r: r.m.fid_cls)
+        ok = best.m.fid_cls < base.m.fid_cls
         results.append((ok, (
-            f"{dataset} `{family}`: ours `{best.manifest.id}` fid_cls {best.m['fid_cls']:.2f} vs seed "
-            f"baseline `{base.manifest.id}` {base.m['fid_cls']:.2f} (lower is better)"
+            f"{dataset} `{family}`: ours `{best.manifest.id}` fid_cls {best.m.fid_cls:.2f} vs seed "
+            f"baseline `{base.manifest.id}` {base.m.fid_cls:.2f} (lower is better)"
         )))
     return results
 
@@ -199,8 +203,8 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
     ]
     for c in classifiers:
         lines.append(
-            f"| {c['dataset']} | {100 * c['test_accuracy']:.2f}% | {c['test_split']}, "
-            f"{c['test_images']:,} images | `{c['onnx']['sha256'][:12]}` |"
+            f"| {c.dataset} | {100 * c.test_accuracy:.2f}% | {c.test_split}, "
+            f"{c.test_images:,} images | `{c.onnx.sha256[:12]}` |"
         )
     by_dataset: dict[str, list[Row]] = {}
     for r in rows:
@@ -231,10 +235,10 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
     return "\n".join(lines) + "\n"
 
 
-def load_classifiers(classifiers_dir: Path) -> list[dict]:
-    infos = [json.loads(p.read_text()) for p in sorted(classifiers_dir.glob("*/manifest.json"))]
+def load_classifiers(classifiers_dir: Path) -> list[ClassifierManifest]:
+    infos = [ClassifierManifest.read(p.parent) for p in sorted(classifiers_dir.glob("*/manifest.json"))]
     rank = {d: i for i, d in enumerate(DATASET_ORDER)}
-    return sorted(infos, key=lambda c: (rank.get(c["dataset"], len(rank)), c["dataset"]))
+    return sorted(infos, key=lambda c: (rank.get(c.dataset, len(rank)), c.dataset))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,8 @@ class RunConfig:
     max_samples: int = 0  # 0 = all training images; else a seeded subset (seed baselines on a budget)
     balance_classes: bool = False  # draw every class equally often (with replacement), not by its share
     init_from: str = ""  # an exported model (models/<id> or an .onnx) whose sampler weights start the run
+    # NHWC tensors for the nets and batches: 1.7x faster convolutions on this AVX2 CPU (DEVICE.md)
+    channels_last: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
 
     def to_json(self) -> str:
@@ -181,6 +183,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
 
     # model and optimisers
     model = build_model(run, ds).to(device)
+    memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     opts = model.configure_optimizers()
     data_gen = torch.Generator().manual_seed(run.seed)
     epoch, step, duration = 0, 0, 0.0
@@ -239,7 +243,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             )
             for i in bar:
                 idx = perm[i * batch : (i + 1) * batch]
-                x = images[idx].float().div_(255.0)
+                x = images[idx].float().div_(255.0).contiguous(memory_format=memory_format)
                 losses = model.train_step(x, labels[idx], opts)
                 step += 1
                 if writer is None:
@@ -332,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--variant", default="default", choices=["default", "seed"])
+    p.add_argument("--channels-last", action="store_true", help="NHWC tensors (faster convs on CPU)")
     p.add_argument(
         "--guidance",
         default="",
@@ -389,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             max_samples=args.max_samples,
             balance_classes=args.balance_classes,
             init_from=args.init_from,
+            channels_last=args.channels_last,
             overrides=overrides,
         )
         out = train(run, resume=args.resume, progress=not args.no_progress)

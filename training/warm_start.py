@@ -18,7 +18,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from service.manifest import MANIFEST_NAME, Manifest
+from imagegen.contract.manifest import MANIFEST_NAME, Manifest
 
 
 class WarmStartError(ValueError):

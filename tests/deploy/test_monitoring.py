@@ -61,7 +61,7 @@ def stack(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         pytest.skip("no models in models/")
     work = tmp_path_factory.mktemp("monitoring")
     service_port, prometheus_port = _free_port(), _free_port()
-    service_cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1"]
+    service_cmd = [sys.executable, "-m", "imagegen.cli", "serve", "--host", "127.0.0.1"]
     service_cmd += ["--port", str(service_port), "--models-dir", str(root / "models"), "--no-access-log"]
     service = subprocess.Popen(service_cmd, stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("w"))
     config = {

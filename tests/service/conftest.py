@@ -74,7 +74,7 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "training.cli",
+        "imagegen.cli",
         "serve",
         "--host",
         "127.0.0.1",

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.manifest import sha256_file
+from imagegen.contract.manifest import sha256_file
 from tests.service.conftest import REPO, Server, copy_model, start_server
 
 BROKEN = ("broken-sha", "broken-truncated", "broken-mismatch", "broken-json")
@@ -72,7 +72,7 @@ def _tiny_unconditional(folder: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from service.manifest import Manifest
+    from imagegen.contract.manifest import Manifest
 
     weights = numpy_helper.from_array(
         np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32), "W"
@@ -230,7 +230,7 @@ def _sigterm_with_requests_in_flight(srv: Server, conditional: dict) -> None:
     ],
 )
 def test_invalid_settings_stop_start_up_with_one_message(args: list[str], env: dict, needle: str) -> None:
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "imagegen.cli", "serve", "--port", "0", *args]
     done = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env={**_clean_env(), **env}
     )
@@ -245,7 +245,7 @@ def test_provider_cuda_without_a_gpu_fails_loudly() -> None:
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "serve", "--provider", "cuda"],
+        [sys.executable, "-m", "imagegen.cli", "serve", "--provider", "cuda"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -31,7 +31,7 @@ def test_modes_by_channel_count() -> None:
 
 def test_to_uint8_rounds_and_clips() -> None:
     images = np.array([-0.5, 0.0, 0.5, 1.0, 2.0], dtype=np.float32).reshape(1, 1, 1, 5)
-    assert imaging.to_uint8(images).ravel().tolist() == [0, 0, 128, 255, 255]
+    assert imaging.to_hwc_uint8(images).ravel().tolist() == [0, 0, 128, 255, 255]
 
 
 def test_tile_layout_row_major_without_gaps() -> None:

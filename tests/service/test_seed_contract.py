@@ -66,7 +66,7 @@ def test_cli_sample_writes_the_served_bytes(
     cmd = [
         sys.executable,
         "-m",
-        "training.cli",
+        "imagegen.cli",
         "sample",
         "--model",
         conditional["id"],
@@ -97,7 +97,7 @@ def test_cli_sample_errors_are_clear(models_dir: Path, tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "training.cli",
+        "imagegen.cli",
         "sample",
         "--model",
         "no-such-model",

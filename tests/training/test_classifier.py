@@ -3,14 +3,14 @@ and the training CLI that makes them, run for one epoch on the committed subset.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.manifest import sha256_file
+from imagegen.contract.classifier import ClassifierManifest
+from imagegen.contract.manifest import sha256_file
 from training.data import load_idx_dataset, load_image_folder
 from training.evaluate import FeatureExtractor
 
@@ -39,7 +39,7 @@ def test_shipped_emoji_classifier_on_the_committed_emoji_images():
     # on real images end to end rather than measuring generalisation.
     images = load_image_folder(TEST_DATA / "emoji")
     extractor = _extractor("emoji")
-    assert extractor.info["class_names"] == images.class_names
+    assert extractor.info.class_names == images.class_names
     predicted, _ = extractor(images.images)
     accuracy = float((predicted == images.labels).mean())
     assert accuracy >= 0.8, f"emoji classifier: {accuracy:.3f} on the committed images"
@@ -48,17 +48,17 @@ def test_shipped_emoji_classifier_on_the_committed_emoji_images():
 @pytest.mark.parametrize("dataset", ["mnist", "fashion", "emoji"])
 def test_shipped_classifier_artifact_matches_its_manifest(dataset):
     directory = CLASSIFIERS / dataset
-    info = json.loads((directory / "manifest.json").read_text())
-    assert info["dataset"] == dataset
-    assert sha256_file(directory / info["onnx"]["file"]) == info["onnx"]["sha256"]
-    assert len(info["class_names"]) == info["num_classes"]
-    session = ort.InferenceSession(str(directory / info["onnx"]["file"]), providers=["CPUExecutionProvider"])
+    info = ClassifierManifest.read(directory)
+    assert info.dataset == dataset
+    assert sha256_file(directory / info.onnx.file) == info.onnx.sha256
+    assert len(info.class_names) == info.num_classes
+    session = ort.InferenceSession(str(directory / info.onnx.file), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits", "features"]
-    shape = (info["image"]["channels"], info["image"]["height"], info["image"]["width"])
+    shape = (info.image.channels, info.image.height, info.image.width)
     for batch in (1, 7):  # dynamic batch axis
         logits, feats = session.run(None, {"image": np.full((batch, *shape), 0.5, np.float32)})
-        assert logits.shape == (batch, info["num_classes"])
-        assert feats.shape == (batch, info["feature_dim"])
+        assert logits.shape == (batch, info.num_classes)
+        assert feats.shape == (batch, info.feature_dim)
 
 
 def test_training_cli_writes_an_onnx_classifier_and_manifest(tmp_path):
@@ -67,7 +67,7 @@ def test_training_cli_writes_an_onnx_classifier_and_manifest(tmp_path):
     argv = ["--dataset", "mnist", "--data-dir", str(TEST_DATA), "--epochs", "1", "--out", str(tmp_path)]
     assert main(argv) == 0
     extractor = FeatureExtractor(tmp_path / "mnist", threads=1)
-    assert extractor.info["test_images"] == 300 and extractor.info["feature_dim"] == 128
+    assert extractor.info.test_images == 300 and extractor.info.feature_dim == 128
     predicted, features = extractor(load_idx_dataset("mnist", TEST_DATA, "test").images[:5])
     assert predicted.shape == (5,) and features.shape == (5, 128)
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.manifest import Manifest, sha256_file
+from imagegen.contract.manifest import Manifest, sha256_file
 from training.export import ExportError, export_run, main
 from training.grid import grid_inputs
 
@@ -43,7 +43,7 @@ def test_export_writes_a_valid_repository_entry(tiny_runs, tmp_path, family, dat
     assert read.onnx.file == "1/model.onnx" and read.onnx.opset == 17
     assert sha256_file(onnx_path) == read.onnx.sha256
     assert onnx_path.stat().st_size < 10 * 2**20
-    assert {"epochs", "seed", "duration_s", "device", "commit"} <= set(read.training)
+    assert {"epochs", "seed", "duration_s", "device", "commit"} <= set(read.training.model_dump())
     channels, size = (3, 64) if dataset == "imagefolder" else (1, 28)
     assert read.outputs == {"image": [-1, channels, size, size]}
 
@@ -107,8 +107,8 @@ def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path,
     argv = [str(run), "--models-dir", str(tmp_path), "--id", "truncated", "--set", "truncation=0.5"]
     assert main(argv) == 0
     truncated = Manifest.read(tmp_path / "truncated")
-    assert truncated.training["config"]["truncation"] == 0.5
-    assert plain.training["config"]["truncation"] == 1.0
+    assert truncated.training.config["truncation"] == 0.5
+    assert plain.training.config["truncation"] == 1.0
     z = np.random.default_rng(0).standard_normal((4, plain.latent_dim)).astype(np.float32)
     label = np.arange(4, dtype=np.int64)
     # the same weights: a truncated model's z is the plain model's z * 0.5

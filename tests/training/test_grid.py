@@ -22,5 +22,6 @@ def test_real_grid_of_the_committed_emoji(emoji_dir, tmp_path, capsys):
     out = tmp_path / "real.png"
     assert main([str(emoji_dir), "--out", str(out), "--rows", "1"]) == 0
     image = Image.open(out)
-    assert image.mode == "RGB" and image.size == (9 * 66 + 2, 1 * 66 + 2)  # 9 categories of 64x64, 2px padding
+    # 9 categories of 64x64, 2px padding
+    assert image.mode == "RGB" and image.size == (9 * 66 + 2, 1 * 66 + 2)
     assert "smileys-emotion" in capsys.readouterr().out

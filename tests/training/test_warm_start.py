@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.manifest import Manifest
+from imagegen.contract.manifest import Manifest
 from training.export import export_run
 from training.families import get_family
 from training.trainer import main, train
@@ -73,7 +73,7 @@ def test_discriminator_warm_up_leaves_the_loaded_generator_alone(tiny_runs, tmp_
     assert rows and all(np.isnan(float(r["g_loss"])) for r in rows)
     assert all(np.isfinite(float(r["d_loss"])) for r in rows)
     warm = export_run(run, tmp_path / "models", model_id="warm")
-    assert warm.training["init_from"] == str(tmp_path / "models" / "gan-mnist" / "1" / "model.onnx")
+    assert warm.training.init_from == str(tmp_path / "models" / "gan-mnist" / "1" / "model.onnx")
     z, label = _inputs(TINY["gan"]["latent_dim"])
     np.testing.assert_allclose(
         _onnx_images(tmp_path / "models" / "warm", z, label),

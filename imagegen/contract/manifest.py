@@ -5,8 +5,10 @@ Layout of a model repository (DESIGN.md, the Triton/KServe shape)::
     models/<model-id>/manifest.json
     models/<model-id>/<version>/model.onnx
 
-This module is torch-free; `training.export` imports it to write and validate manifests and
-`service.repository` imports it to read them.
+Torch-free; `training.export` writes manifests with it and `service.repository` reads them.
+`metrics` (written by `imagegen evaluate`) and `training` (written by `imagegen export`) are
+typed records, so a misspelt field is an error where it is written, not a silent miss where it
+is read.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from imagegen.contract.families import FAMILIES, Family
+
 MANIFEST_NAME = "manifest.json"
-FAMILIES = ("label", "evaluator", "gan", "vae")
+__all__ = ["FAMILIES", "MANIFEST_NAME", "Manifest", "QualityMetrics", "TrainingRecord", "sha256_file"]
 
 
 class ImageSpec(BaseModel):
@@ -38,13 +42,90 @@ class OnnxSpec(BaseModel):
     opset: int = Field(ge=7)
 
 
+class ClassifierRef(BaseModel):
+    """The reference classifier an evaluation used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    sha256: str
+    test_accuracy: float
+
+
+class EvaluationInfo(BaseModel):
+    """How a set of quality metrics was measured."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    classifier: ClassifierRef
+    date: str
+    duration_s: float
+    model_version: int
+    onnx_sha256: str
+    reference: str
+    samples: int
+    fid_pr_samples: int
+    seed: int
+
+
+class QualityMetrics(BaseModel):
+    """DESIGN.md "Quality metrics": what `imagegen evaluate` measured on one model version.
+
+    `class_accuracy*` and `worst_class*` exist for conditional models; `class_histogram` and
+    `class_entropy*` (how evenly the classifier spreads the samples) for unconditional ones;
+    `*_matched` for image folders (samples drawn in the reference's class proportions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation: EvaluationInfo
+    fid_cls: float
+    fid_cls_floor: float
+    pr_k: int
+    precision: float
+    precision_floor: float
+    recall: float
+    recall_floor: float
+    class_accuracy: float | None = None
+    class_accuracy_per_class: dict[str, float] | None = None
+    worst_class: str | None = None
+    worst_class_accuracy: float | None = None
+    fid_cls_matched: float | None = None
+    precision_matched: float | None = None
+    recall_matched: float | None = None
+    class_histogram: dict[str, float] | None = None
+    class_entropy_bits: float | None = None
+    class_entropy_max_bits: float | None = None
+    # the metrics of the version this one replaced, kept by export's quality gate
+    previous: QualityMetrics | None = None
+
+
+class TrainingRecord(BaseModel):
+    """How a model version was trained (written by `imagegen export` from the checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int
+    steps: int
+    seed: int
+    batch_size: int
+    train_images: int
+    duration_s: float
+    device: str
+    threads: int
+    torch: str
+    commit: str
+    config: dict[str, Any]  # the family's own hyper-parameters, as the checkpoint saved them
+    guidance: str | None = None
+    init_from: str | None = None  # the model version a warm-started run began from
+
+
 class Manifest(BaseModel):
     """One model id, describing its newest version (DESIGN.md, "Model repository")."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    family: str
+    family: Family
     dataset: str
     version: int = Field(ge=1)
     image: ImageSpec
@@ -59,8 +140,8 @@ class Manifest(BaseModel):
     # True for the seeds' own settings, shipped as baselines (ids end in "-seed").
     baseline: bool = False
     variant: str = "default"
-    training: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingRecord | None = None
+    metrics: QualityMetrics | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -94,7 +175,7 @@ class Manifest(BaseModel):
 
     def write(self, model_dir: Path) -> Path:
         path = model_dir / MANIFEST_NAME
-        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+        text = json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True)
         path.write_text(text + "\n")
         return path
 
