@@ -20,8 +20,8 @@ from service.batching import Job, Slice
 from service.runtime import ModelRuntime
 
 # png: one PNG (a grid when n > 1); png_base64_list: one base64 PNG per image (for JSON responses);
-# npy: float32 NCHW array in [0, 1].
-Output = Literal["png", "png_base64_list", "npy"]
+# npy: float32 NCHW array in [0, 1]; array: that array itself (the Open Inference Protocol's output).
+Output = Literal["png", "png_base64_list", "npy", "array"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,22 @@ class ImageRequest:
         return len(self.seeds)
 
 
+@dataclass(frozen=True, eq=False)
+class TensorRequest:
+    """Items given as model feeds (row i of every feed is item i), as Open Inference Protocol
+    clients send them; batched with ImageRequests of the same model. The result is the array."""
+
+    feeds: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.feeds.values())))
+
+
 def render(request: ImageRequest, images: np.ndarray) -> Any:
-    """Model output (float32 NCHW) -> the request's bytes: PNG, list of PNGs, or NPY."""
+    """Model output (float32 NCHW) -> the request's bytes: PNG, list of PNGs, or NPY (or the array)."""
+    if request.output == "array":
+        return np.ascontiguousarray(images, dtype=np.float32)
     if request.output == "npy":
         array = np.ascontiguousarray(images, dtype=np.float32)
         if request.scale > 1:
@@ -64,22 +78,39 @@ class Generator:
         self.manifest = runtime.manifest
 
     def run_batch(self, slices: list[Slice]) -> list[np.ndarray]:
-        seeds: list[int] = []
-        labels: list[int] = []
-        for piece in slices:
-            request: ImageRequest = piece.job.payload
-            seeds.extend(request.seeds[piece.start : piece.stop])
-            labels.extend(request.labels[piece.start : piece.stop])
-        images = self.runtime.run(build_feeds(self.manifest, seeds, labels))
+        images = self.runtime.run(self._feeds(slices))
         results, offset = [], 0
         for piece in slices:
             results.append(images[offset : offset + piece.size])
             offset += piece.size
         return results
 
+    def _feeds(self, slices: list[Slice]) -> dict[str, np.ndarray]:
+        """One run's feeds: seeds and labels through the sampling contract, in one call when every
+        slice is an ImageRequest (the common case); TensorRequest rows copied in their place."""
+        if all(isinstance(piece.job.payload, ImageRequest) for piece in slices):
+            seeds: list[int] = []
+            labels: list[int] = []
+            for piece in slices:
+                request: ImageRequest = piece.job.payload
+                seeds.extend(request.seeds[piece.start : piece.stop])
+                labels.extend(request.labels[piece.start : piece.stop])
+            return build_feeds(self.manifest, seeds, labels)
+        parts = []
+        for piece in slices:
+            request = piece.job.payload
+            if isinstance(request, TensorRequest):
+                parts.append({k: v[piece.start : piece.stop] for k, v in request.feeds.items()})
+            else:
+                rows = slice(piece.start, piece.stop)
+                parts.append(build_feeds(self.manifest, request.seeds[rows], request.labels[rows]))
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
     def finish(self, job: Job) -> Any:
         parts = job.parts
         images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if isinstance(job.payload, TensorRequest):
+            return np.ascontiguousarray(images, dtype=np.float32)
         return render(job.payload, images)
 
     def generate(self, request: ImageRequest, max_batch: int) -> Any:
