@@ -75,7 +75,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/tmp/wheels \
     pip install --no-cache-dir -r /tmp/requirements-serve.txt "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && pip install --no-cache-dir --no-deps /tmp/wheels/imagegen-*.whl \
     && ! pip show --quiet onnxruntime \
-    && python -c "import onnxruntime, fastapi, uvicorn, PIL, numpy, prometheus_client, pydantic_settings"
+    && python -c "import onnxruntime, fastapi, uvicorn, uvloop, httptools, PIL, numpy, prometheus_client, pydantic_settings"
 COPY --chown=root:root deploy/healthcheck.py /app/healthcheck.py
 COPY --chown=root:root models/ /app/models/
 USER 10001:10001

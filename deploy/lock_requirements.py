@@ -40,19 +40,25 @@ def canonical(name: str) -> str:
 
 
 def closure(root: str = "imagegen") -> dict[str, str]:
-    """Every distribution the base dependencies of `root` pull in, with its installed version."""
-    pending = [Requirement(r).name for r in md.requires(root) or [] if "extra ==" not in r]
+    """Every distribution the base dependencies of `root` pull in, with its installed version.
+    Extras are followed: `uvicorn[standard]` brings uvloop, httptools and the rest of `standard`."""
+    pending = [Requirement(r) for r in md.requires(root) or [] if "extra ==" not in r]
     pinned: dict[str, str] = {}
+    followed: set[tuple[str, frozenset[str]]] = set()
     while pending:
-        name = pending.pop()
-        if canonical(name) in pinned:
+        req = pending.pop()
+        key = (canonical(req.name), frozenset(req.extras))
+        if key in followed:
             continue
-        dist = md.distribution(name)
-        pinned[canonical(name)] = dist.version
+        followed.add(key)
+        dist = md.distribution(req.name)
+        pinned[canonical(req.name)] = dist.version
         for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate(IMAGE_ENV):
-                pending.append(req.name)
+            dep = Requirement(text)
+            # A dependency applies with no extra, or with one of the extras asked for.
+            envs = [IMAGE_ENV] + [{**IMAGE_ENV, "extra": extra} for extra in req.extras]
+            if dep.marker is None or any(dep.marker.evaluate(env) for env in envs):
+                pending.append(dep)
     return pinned
 
 

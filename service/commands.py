@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,11 @@ from service.settings import Settings, SettingsError, load_settings
 _SERVE_OPTIONS: list[tuple[str, str, type]] = [
     ("--host", "host", str),
     ("--port", "port", int),
+    ("--http", "http", str),
+    ("--limit-concurrency", "limit_concurrency", int),
+    ("--header-timeout", "header_timeout", float),
+    ("--keepalive-timeout", "keepalive_timeout", float),
+    ("--graceful-timeout", "graceful_timeout", float),
     ("--models-dir", "models_dir", Path),
     ("--provider", "provider", str),
     ("--max-batch", "max_batch", int),
@@ -76,10 +80,9 @@ def serve_main(argv: list[str]) -> int:
         print(f"imagegen serve: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     from service.app import create_app
     from service.logs import setup_logging
+    from service.server import build_server
 
     setup_logging(settings.log_level, settings.log_format)
     try:
@@ -91,22 +94,11 @@ def serve_main(argv: list[str]) -> int:
     # collection that walks the long-lived ones (modules, sessions, settings) is a latency spike.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        lifespan="on",
-        access_log=False,  # our middleware logs each request with its id
-        log_config=None,  # keep setup_logging's handlers
-        log_level=settings.log_level.lower(),
-        backlog=4096,
-    )
-    server = uvicorn.Server(config)
-    # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests, run the lifespan's
-    # shutdown (batchers drain), then return. Afterwards it re-raises the signal to the handler that
-    # was installed before it; a no-op one there makes a clean, signalled stop exit with status 0.
+    server = build_server(app, settings)
+    # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests (for at most
+    # graceful_timeout seconds), run the lifespan's shutdown (batchers drain), then return.
+    # Afterwards it re-raises the signal to the handler that was installed before it; a no-op one
+    # there makes a clean, signalled stop exit with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped_by_signal)
     server.run()

@@ -7,7 +7,9 @@ import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
+import threading
 import time
 
 # LogRecord's own attributes, and uvicorn's ANSI-coloured copy of its message: not extra fields.
@@ -16,6 +18,25 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "asctime",
     "color_message",
 }
+
+
+# C0 control characters and DEL: a client-chosen path with %0a (or \r, ESC ...) must not start a
+# new log line or drive the terminal. JSON lines need nothing: json.dumps escapes them itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape_controls(text: str) -> str:
+    """`\n` -> `\\n`, other control characters -> `\\xNN`: one record is always one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`, with control characters in the message escaped. Tracebacks
+    (exc_info) keep their lines: they are ours, not a client's."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +77,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         stream.setFormatter(JsonFormatter())
     else:
-        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        stream.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
     _listener.start()
@@ -65,8 +86,66 @@ def setup_logging(level: str, fmt: str) -> None:
     # Per-record fields nobody reads here; skipping them makes each record cheaper to create.
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    for name in ("imagegen", "uvicorn", "uvicorn.error"):
+    # A flood of bad connections makes uvicorn and asyncio log the same line per connection
+    # (or a traceback per failed accept): at most one of each kind per 10 s reaches the log.
+    flood_guard = RateLimitFilter(interval_s=10.0)
+    for name in ("imagegen", "uvicorn", "uvicorn.error", "asyncio"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+        logger.filters[:] = [] if name == "imagegen" else [flood_guard]
+
+
+class RateLimitFilter(logging.Filter):
+    """Passes the first record of each kind (logger, level, first line of the message template)
+    per `interval_s`, drops the others of that kind and says how many in the next one it passes."""
+
+    MAX_KINDS = 1024  # kinds remembered; past it the memory is cleared rather than grown
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, record.levelno, str(record.msg).split("\n", 1)[0][:80])
+        now = time.monotonic()
+        with self._lock:
+            if len(self._kinds) >= self.MAX_KINDS:
+                self._kinds.clear()
+            last, dropped = self._kinds.get(kind, (float("-inf"), 0))
+            if now - last < self.interval_s:
+                self._kinds[kind] = (last, dropped + 1)
+                return False
+            self._kinds[kind] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} [{dropped} similar line(s) dropped]"
+        return True
+
+
+class RateLimitedLog:
+    """A log call that writes at most once per `interval_s` and counts the calls in between
+    (for events a hostile client can repeat thousands of times a second)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._last = float("-inf")
+        self._skipped = 0
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._skipped += 1
+            return
+        skipped, self._last, self._skipped = self._skipped, now, 0
+        suffix = f" [{skipped} more since the last such line]" if skipped else ""
+        self.logger.log(level, msg + suffix, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._log(logging.INFO, msg, *args)

@@ -35,6 +35,42 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server (0: any free port).")
+    http: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="HTTP parser: auto (httptools when installed, else h11), httptools or h11."
+    )
+    limit_concurrency: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        description="Most open client connections; a new one past it gets a JSON 503 with Retry-After "
+        "and is closed at once. Lowered at start-up to fit the process's file-descriptor limit.",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds a connection may take to send a request's complete headers, counted from "
+        "its opening or from the end of the previous response; then it is closed.",
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0.0, le=3600.0, description="Seconds an idle keep-alive connection is kept after a response."
+    )
+    disk_check_interval: float = Field(
+        10.0,
+        ge=0.0,
+        le=86400.0,
+        description="Seconds between checks that each loaded model's files are still on disk unchanged "
+        "(a stat; sha256 only when size or mtime moved); a change is reported in /v1/models and "
+        "/readyz. 0: no checks.",
+    )
+    graceful_timeout: float = Field(
+        20.0,
+        ge=0.0,
+        le=3600.0,
+        description="On SIGTERM, seconds in-flight requests get to finish (clients that do not read "
+        "included) before they are cancelled and their connections dropped; below compose's 30 s "
+        "stop grace period.",
+    )
     max_batch: int = Field(
         64, ge=1, le=65536, description="Most images one ONNX Runtime run takes (the dynamic batch bound)."
     )

@@ -167,3 +167,14 @@ def test_copied_files_exist_and_are_not_dockerignored(dockerfile_stages, root: P
             assert not fnmatch.fnmatch(path, pattern) and not path.startswith(pattern + "/"), (
                 f"{source} is copied but excluded by .dockerignore ({pattern})"
             )
+
+
+def test_serving_gets_uvloop_and_httptools(root: Path, dockerfile_stages) -> None:
+    """`pip install .` and both images bring the event loop and HTTP parser the server runs on."""
+    base = [Requirement(r) for r in _pyproject(root)["project"]["dependencies"]]
+    uvicorn = next(r for r in base if r.name == "uvicorn")
+    assert "standard" in uvicorn.extras, "the base dependency must be uvicorn[standard]"
+    pins = _lock(root)
+    assert {"uvloop", "httptools"} <= set(pins), "the lock must follow uvicorn's `standard` extra"
+    gpu_runs = " ".join(r.args for r in dockerfile_stages["gpu"].all("RUN"))
+    assert re.search(r"python -c \"import [^\"]*\buvloop\b[^\"]*\bhttptools\b", gpu_runs)

@@ -65,10 +65,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
+def _child_setup(nofile: int | None) -> None:
+    _die_with_parent()
+    if nofile is not None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+
 def start_server(
-    models_dir: Path, log_dir: Path, *extra: str, wait_ready: bool = True, env: dict[str, str] | None = None
+    models_dir: Path,
+    log_dir: Path,
+    *extra: str,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+    nofile: int | None = None,
 ) -> Server:
-    """`imagegen serve` in a subprocess; returns once /readyz answers (200, or 503 after loading)."""
+    """`imagegen serve` in a subprocess; returns once /readyz answers (200, or 503 after loading).
+    `nofile`: the server's file-descriptor limit (soft and hard)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     cmd = [
@@ -90,7 +104,12 @@ def start_server(
     environ |= {"PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=environ, preexec_fn=_die_with_parent
+            cmd,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            preexec_fn=lambda: _child_setup(nofile),
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 90
