@@ -54,7 +54,7 @@ def make_state(
         "model": model.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in opts.items()},
         "rng": rng,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
 
 
@@ -67,7 +67,10 @@ def load_checkpoint(path: Path | str) -> tuple[FamilyModel, dict[str, Any]]:
         raise FileNotFoundError(
             f"no checkpoint at {path} (train first: imagegen train ... --out {path.parent})"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # tensors and plain data only, so loading runs no code; TorchVersion is a str that older
+    # checkpoints stored for torch.__version__
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["family"], ckpt["model_config"])
     model.load_state_dict(ckpt["model"])
     return model, ckpt

@@ -334,6 +334,61 @@ def run(model_id: str | None, all_models: bool, cfg: EvalConfig) -> dict[str, di
     return results
 
 
+def measure(manifest: Manifest, model_dir: Path, cfg: EvalConfig) -> QualityMetrics:
+    """The metrics of one model (its files under `model_dir`), written nowhere: what export's
+    quality gate compares before it replaces a version."""
+    extractor = FeatureExtractor(cfg.classifiers_dir / manifest.dataset, cfg.threads)
+    reference = build_reference(manifest.dataset, extractor, cfg)
+    return QualityMetrics.model_validate(evaluate_model(manifest, model_dir, extractor, reference, cfg))
+
+
+def regressions(new: QualityMetrics, old: QualityMetrics) -> list[str]:
+    """What got worse from `old` to `new`: class accuracy (conditional models) and fid_cls."""
+    worse = []
+    if new.class_accuracy is not None and old.class_accuracy is not None:
+        if new.class_accuracy < old.class_accuracy:
+            worse.append(f"class accuracy {100 * new.class_accuracy:.1f}% < {100 * old.class_accuracy:.1f}%")
+    if new.fid_cls > old.fid_cls:
+        worse.append(f"fid_cls {new.fid_cls:.2f} > {old.fid_cls:.2f}")
+    return worse
+
+
+def comparison_table(rows: list[tuple[str, QualityMetrics | None]]) -> str:
+    """Versions side by side: one column per (name, metrics)."""
+    def fmt(m: QualityMetrics | None, key: str) -> str:
+        value = None if m is None else getattr(m, key)
+        if value is None:
+            return "-"
+        return f"{100 * value:.1f}%" if "accuracy" in key else f"{value:.3f}"
+
+    keys = ["class_accuracy", "worst_class_accuracy", "fid_cls", "fid_cls_matched", "precision", "recall"]
+    width = max(12, *(len(name) for name, _ in rows))
+    lines = [f"{'':<22}" + "".join(f"{name:>{width + 2}}" for name, _ in rows)]
+    for key in keys:
+        if all(m is None or getattr(m, key) is None for _, m in rows):
+            continue
+        lines.append(f"{key:<22}" + "".join(f"{fmt(m, key):>{width + 2}}" for _, m in rows))
+    worst = [f"{name}: {m.worst_class}" for name, m in rows if m is not None and m.worst_class]
+    if worst:
+        lines.append("worst class: " + ", ".join(worst))
+    return "\n".join(lines)
+
+
+def compare(model_dir: Path, cfg: EvalConfig) -> str:
+    """`imagegen evaluate --compare models/<id>`: the current version measured now beside the
+    figures recorded for it and for the version it replaced."""
+    manifest = Manifest.read(model_dir)
+    now = measure(manifest, model_dir, cfg)
+    recorded = manifest.metrics
+    previous = recorded.previous if recorded is not None else None
+    rows = [
+        (f"v{previous.evaluation.model_version} (previous)" if previous else "previous", previous),
+        (f"v{manifest.version} (recorded)", recorded),
+        (f"v{manifest.version} (now)", now),
+    ]
+    return f"{manifest.id}\n" + comparison_table(rows)
+
+
 def _summary(model_id: str, r: dict) -> str:
     if "class_accuracy" in r:
         worst = f"worst {r['worst_class']} {r['worst_class_accuracy']:.4f}"
@@ -354,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "into its manifest's `metrics`.",
     )
     p.add_argument("model_id", nargs="?", help="a model id under --models-dir (or use --all)")
+    p.add_argument("--compare", type=Path, default=None, metavar="MODEL_DIR",
+                   help="print models/<id>'s current version measured now beside its recorded figures "
+                   "and those of the version it replaced; writes nothing")
     p.add_argument("--all", action="store_true", help="evaluate every model under --models-dir")
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"))
@@ -378,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = EvalConfig(args.models_dir, args.classifiers_dir, data_dir, args.samples, args.seed, args.threads)
     try:
+        if args.compare is not None:
+            print(compare(args.compare, cfg))
+            return 0
         run(args.model_id, args.all, cfg)
     except (EvaluationError, DatasetError) as exc:
         print(f"imagegen evaluate: error: {exc}", file=sys.stderr)

@@ -8,11 +8,18 @@ Writes `models/<id>/<version>/model.onnx` (plus e.g. `encoder.onnx` for the VAE)
 is exported in eval mode with a dynamic batch axis, then run through ONNX Runtime and compared
 with torch on random inputs; a graph that differs by more than the tolerance, depends on its
 batch, or leaves [0, 1] is refused and nothing is written.
+
+Beside the ONNX files, `training.safetensors` keeps every net's weights and the run's progress,
+so `imagegen train --resume-from models/<id>` can continue the shipped model. The quality gate
+measures the new version (`imagegen evaluate`'s figures, on real data) before anything is
+written, and refuses one whose class accuracy or fid_cls is worse than the version it would
+replace unless `--force`; the manifest keeps the replaced version's metrics as `previous`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -26,12 +33,22 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from imagegen.contract.manifest import MANIFEST_NAME, Manifest, OnnxSpec, TrainingRecord, sha256_file
+from imagegen.contract.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    OnnxSpec,
+    QualityMetrics,
+    TrainingRecord,
+    default_model_id,
+    sha256_file,
+)
 from training.checkpoint import build_model, load_checkpoint
-from training.families import get_family
+from training.data import DatasetError
+from training.evaluate import EvalConfig, EvaluationError, comparison_table, measure, regressions
+from training.families import get_family, parse_overrides
 from training.families.base import ExportSpec, FamilyModel
 from training.grid import grid_inputs, save_grid
-from training.trainer import parse_overrides, run_id
+from training.weights import WEIGHTS_NAME, save_weights
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -175,7 +192,7 @@ def build_manifest(
             train_images=data["train_images"],
             torch=ckpt.get("torch") or "",
             guidance=getattr(cfg, "guidance", None),
-            init_from=run.get("init_from") or None,
+            init_from=run.get("resume_from") or run.get("init_from") or None,
             config=ckpt["model_config"],
         ),
     )
@@ -208,21 +225,29 @@ def export_run(
     grid: Path | None = None,
     tolerance: float = TOLERANCE,
     settings: list[str] | None = None,
+    gate: EvalConfig | None = None,
+    force: bool = False,
 ) -> Manifest:
+    """Export a run as the next version of its model id. With `gate`, the new version is
+    measured first and refused (ExportError naming the figures) when its class accuracy or
+    fid_cls is worse than the version it would replace, unless `force`."""
     model, ckpt = load_checkpoint(run_dir)
     if settings:
         model, ckpt = with_sampling_settings(model, ckpt, settings)
     model.eval()
-    model_id = model_id or run_id(ckpt["family"], ckpt["dataset"]["name"], ckpt["run_config"]["variant"])
+    run = ckpt["run_config"]
+    model_id = model_id or default_model_id(ckpt["family"], ckpt["dataset"]["name"], run["variant"])
     specs = model.export_specs()
     num_classes = model.config.num_classes
     model_dir = models_dir / model_id
     version = next_version(model_dir)
     files: dict[str, tuple[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp)  # laid out like model_dir, so the candidate can be measured in place
+        (staged / str(version)).mkdir()
         for role, spec in specs.items():
             name = FILE_NAMES.get(role, f"{role}.onnx")
-            path = Path(tmp) / name
+            path = staged / str(version) / name
             export_graph(spec, path)
             size = path.stat().st_size
             if size > MAX_BYTES:
@@ -231,15 +256,47 @@ def export_run(
             print(f"{model_id} v{version} {name}: {size / 1024:.0f} KiB, max |onnx - torch| = {diff:.1e}")
             files[role] = (f"{version}/{name}", sha256_file(path))
         manifest = build_manifest(model, ckpt, model_id, version, files, specs)
-        (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
-        for role in specs:
-            name = Path(files[role][0]).name
-            shutil.copyfile(Path(tmp) / name, model_dir / str(version) / name)
+        weights = save_weights(staged / str(version) / WEIGHTS_NAME, model, ckpt)
+        manifest.training = manifest.training.model_copy(
+            update={"weights_file": f"{version}/{WEIGHTS_NAME}", "weights_sha256": sha256_file(weights)}
+        )
+        if gate is not None:
+            manifest.metrics = quality_gate(manifest, staged, model_dir, gate, force)
+        shutil.copytree(staged / str(version), model_dir / str(version))
     manifest.write(model_dir)
     Manifest.read(model_dir)  # what the service will read must validate
     if grid is not None:
         render_grid(model_dir, manifest, grid)
     return manifest
+
+
+def quality_gate(
+    candidate: Manifest, staged: Path, model_dir: Path, gate: EvalConfig, force: bool
+) -> QualityMetrics:
+    """The candidate's metrics, with the replaced version's kept as `previous`; raises
+    ExportError when they are worse and `force` is not set."""
+    new = measure(candidate, staged, gate)
+    old = current_metrics(model_dir)
+    if old is not None:
+        worse = regressions(new, old)
+        table = comparison_table([(f"v{old.evaluation.model_version} (current)", old),
+                                  (f"v{candidate.version} (new)", new)])
+        print(table)
+        if worse and not force:
+            raise ExportError(
+                f"{candidate.id} v{candidate.version} is worse than v{old.evaluation.model_version}: "
+                f"{'; '.join(worse)}. Nothing was written; --force exports it anyway"
+            )
+    return new.model_copy(update={"previous": old.model_copy(update={"previous": None}) if old else None})
+
+
+def current_metrics(model_dir: Path) -> QualityMetrics | None:
+    """The metrics of the version now served, if they were measured on its current file."""
+    if not (model_dir / MANIFEST_NAME).exists():
+        return None
+    current = Manifest.read(model_dir)
+    m = current.metrics
+    return m if m is not None and m.evaluation.onnx_sha256 == current.onnx.sha256 else None
 
 
 def render_grid(model_dir: Path, manifest: Manifest, path: Path) -> Path:
@@ -248,6 +305,17 @@ def render_grid(model_dir: Path, manifest: Manifest, path: Path) -> Path:
     feeds, cols = grid_inputs(tuple(manifest.inputs), manifest.latent_dim, manifest.num_classes)
     (images,) = session.run(["image"], feeds)
     return save_grid(images, cols, path, scale=2 if manifest.image.height <= 32 else 1)
+
+
+def gate_config(args: argparse.Namespace) -> EvalConfig:
+    data_dir = args.data_dir or (Path(os.environ["IMAGEGEN_DATA_DIR"]) if "IMAGEGEN_DATA_DIR" in os.environ
+                                 else None)
+    if data_dir is None:
+        raise ExportError(
+            "the quality gate measures the new version on real data: give --data-dir or set "
+            "IMAGEGEN_DATA_DIR (or --no-gate to export unmeasured)"
+        )
+    return EvalConfig(args.models_dir, args.classifiers_dir, data_dir, samples=args.eval_samples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,10 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="change a sampling setting, e.g. --set truncation=0.7 (gan) or --set temperature=0.6 (vae)",
     )
+    p.add_argument("--force", action="store_true",
+                   help="export even when the new version measures worse than the one it replaces")
+    p.add_argument("--no-gate", action="store_true",
+                   help="skip measuring the new version (no metrics written; evaluate it later)")
+    p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"))
+    p.add_argument("--data-dir", type=Path, default=None, help="real data root (default $IMAGEGEN_DATA_DIR)")
+    p.add_argument("--eval-samples", type=int, default=10_000, help="images the quality gate measures")
     args = p.parse_args(argv)
     try:
-        manifest = export_run(args.run, args.models_dir, args.id, args.grid, settings=args.settings)
-    except (ExportError, FileNotFoundError, ValueError) as exc:
+        gate = None if args.no_gate else gate_config(args)
+        manifest = export_run(
+            args.run, args.models_dir, args.id, args.grid, settings=args.settings, gate=gate, force=args.force
+        )
+    except (ExportError, EvaluationError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"imagegen export: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.models_dir / manifest.id / MANIFEST_NAME} (version {manifest.version})")

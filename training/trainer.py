@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from imagegen.contract.manifest import default_model_id
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, make_state, save_checkpoint
 from training.data import DatasetError, ImageDataset, default_data_dir, load_dataset
-from training.families import FAMILIES, get_family
+from training.families import FAMILIES, get_family, parse_overrides
 from training.families.base import FamilyModel
 from training.grid import grid_inputs, save_grid
-from training.warm_start import exported_onnx_path, load_exported_weights
+from training.weights import load_weights, read_metadata, weights_path
 
 LOSS_CSV = "losses.csv"
 
@@ -53,7 +54,8 @@ class RunConfig:
     guidance: str = ""  # evaluator only: energy | reference
     max_samples: int = 0  # 0 = all training images; else a seeded subset (seed baselines on a budget)
     balance_classes: bool = False  # draw every class equally often (with replacement), not by its share
-    init_from: str = ""  # an exported model (models/<id> or an .onnx) whose sampler weights start the run
+    # an exported model (models/<id>[/<version>]) whose training weights and progress start the run
+    resume_from: str = ""
     # NHWC tensors for the nets and batches: 1.7x faster convolutions on this AVX2 CPU (DEVICE.md)
     channels_last: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
@@ -79,11 +81,11 @@ def load_training_data(run: RunConfig) -> ImageDataset:
 
 
 def build_model(run: RunConfig, ds: ImageDataset) -> FamilyModel:
+    if run.resume_from:
+        return model_from_weights(run, ds)
     module = get_family(run.family)
     extra: dict[str, Any] = dict(run.overrides)
-    if run.guidance:
-        if run.family != "evaluator":
-            raise ValueError("--guidance applies to the evaluator family only")
+    if run.guidance:  # a field of the evaluator's config; other families refuse it by name
         extra["guidance"] = run.guidance
     channels, height, width = ds.shape
     cfg = module.Config.create(
@@ -92,8 +94,19 @@ def build_model(run: RunConfig, ds: ImageDataset) -> FamilyModel:
     return module.Model(cfg)
 
 
-def run_id(family: str, dataset_name: str, variant: str) -> str:
-    return f"{family}-{dataset_name}" + ("-seed" if variant == "seed" else "")
+def model_from_weights(run: RunConfig, ds: ImageDataset) -> FamilyModel:
+    """The exported model's nets, its configuration with `--set` changes applied; it must be of
+    the run's family and take the dataset's image shape and classes."""
+    model, _ = load_weights(run.resume_from, run.overrides, family=run.family)
+    cfg = model.config
+    channels, height, _ = ds.shape
+    wanted = (channels, height, max(ds.num_classes, 1))
+    if (cfg.channels, cfg.image_size, cfg.num_classes) != wanted:
+        raise ValueError(
+            f"--resume-from {run.resume_from} draws {cfg.channels}x{cfg.image_size}px images of "
+            f"{cfg.num_classes} classes; the dataset has {channels}x{height}px and {wanted[2]}"
+        )
+    return model
 
 
 def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: bool) -> torch.Tensor:
@@ -202,11 +215,13 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         print(f"resuming {out} from epoch {epoch} (step {step})", flush=True)
         _truncate_csv(csv_path, step)
     else:
-        if run.init_from:  # saved as the file itself: models/<id> moves on to newer versions
-            run = dataclasses.replace(run, init_from=str(exported_onnx_path(run.init_from)))
-            loaded = load_exported_weights(model.sampler(), run.init_from)
-            model.after_warm_start()
-            print(f"started from {run.init_from}: {len(loaded)} sampler weights loaded", flush=True)
+        if run.resume_from:  # saved as the file itself: models/<id> moves on to newer versions
+            weights = weights_path(run.resume_from)
+            run = dataclasses.replace(run, resume_from=str(weights))
+            meta = read_metadata(weights)
+            epoch, step, duration = meta.get("epoch", 0), meta.get("step", 0), meta.get("duration_s", 0.0)
+            model.after_resume_from_weights()
+            print(f"continuing {weights} from epoch {epoch} (step {step})", flush=True)
         csv_path.unlink(missing_ok=True)
         (out / "config.json").write_text(
             json.dumps(
@@ -222,7 +237,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             + "\n"
         )
 
-    title = f"{run_id(run.family, ds.name, run.variant)} ({run.variant})"
+    title = f"{default_model_id(run.family, ds.name, run.variant)} ({run.variant})"
     print(
         f"training {title}: {n} images {ds.shape}, {ds.num_classes} classes, {run.epochs} epochs x "
         f"{steps_per_epoch} steps of {batch}, device {device}, threads {torch.get_num_threads()}",
@@ -297,26 +312,6 @@ def _truncate_csv(path: Path, step: int) -> None:
         csv.writer(f).writerows(kept)
 
 
-def parse_overrides(family: str, items: list[str]) -> dict[str, Any]:
-    """`--set width=8 --set lr=1e-3` typed by the family's config fields."""
-    cfg_fields = {f.name: f for f in dataclasses.fields(get_family(family).Config)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in cfg_fields:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(cfg_fields)}")
-        kind = str(cfg_fields[key].type)
-        if kind == "bool":
-            out[key] = value.lower() in ("1", "true", "yes")
-        elif kind == "int":
-            out[key] = int(value)
-        elif kind == "float":
-            out[key] = float(value)
-        else:
-            out[key] = value
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imagegen train", description="Train a model family on a dataset.")
     p.add_argument("--family", required=True, choices=sorted(FAMILIES))
@@ -350,11 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw each class equally often per epoch (for folders where one class dominates)",
     )
     p.add_argument(
-        "--init-from",
+        "--resume-from",
         default="",
         metavar="MODEL",
-        help="start from an exported model's sampler weights (models/<id> or a .onnx file); "
-        "the nets it does not export start fresh",
+        help="continue an exported model (models/<id> or models/<id>/<version>) from the training "
+        "weights kept beside it, on this dataset: more epochs, or fine-tuning on new images",
     )
     p.add_argument(
         "--set",
@@ -381,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             family=args.family,
             dataset=args.dataset,
             epochs=args.epochs,
-            out=args.out or f"runs/{run_id(args.family, name, variant)}",
+            out=args.out or f"runs/{default_model_id(args.family, name, variant)}",
             data_dir=data_dir,
             dataset_name=name,
             image_size=args.image_size,
@@ -393,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             guidance=args.guidance,
             max_samples=args.max_samples,
             balance_classes=args.balance_classes,
-            init_from=args.init_from,
+            resume_from=args.resume_from,
             channels_last=args.channels_last,
             overrides=overrides,
         )

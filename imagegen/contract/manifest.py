@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from imagegen.contract.families import FAMILIES, Family
 
 MANIFEST_NAME = "manifest.json"
-__all__ = ["FAMILIES", "MANIFEST_NAME", "Manifest", "QualityMetrics", "TrainingRecord", "sha256_file"]
+__all__ = [
+    "FAMILIES",
+    "MANIFEST_NAME",
+    "Manifest",
+    "QualityMetrics",
+    "TrainingRecord",
+    "default_model_id",
+    "sha256_file",
+]
 
 
 class ImageSpec(BaseModel):
@@ -117,6 +125,9 @@ class TrainingRecord(BaseModel):
     config: dict[str, Any]  # the family's own hyper-parameters, as the checkpoint saved them
     guidance: str | None = None
     init_from: str | None = None  # the model version a warm-started run began from
+    # the nets' weights and progress (training.safetensors), which `imagegen train --resume-from` continues
+    weights_file: str | None = None
+    weights_sha256: str | None = None
 
 
 class Manifest(BaseModel):
@@ -182,6 +193,11 @@ class Manifest(BaseModel):
     @classmethod
     def read(cls, model_dir: Path) -> Manifest:
         return cls.model_validate_json((model_dir / MANIFEST_NAME).read_text())
+
+
+def default_model_id(family: str, dataset: str, variant: str = "default") -> str:
+    """DESIGN.md's id: `<family>-<dataset>`, with `-seed` for the seeds' own settings."""
+    return f"{family}-{dataset}" + ("-seed" if variant == "seed" else "")
 
 
 def sha256_file(path: Path) -> str:

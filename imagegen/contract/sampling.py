@@ -65,4 +65,5 @@ def build_feeds(manifest: Manifest, seeds: Sequence[int], labels: Sequence[int])
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Float images in [0, 1] -> uint8 `round(255 * x)` (values outside [0, 1] are clipped)."""
-    return np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    scaled: np.ndarray = np.rint(np.clip(images, 0.0, 1.0) * 255.0)
+    return scaled.astype(np.uint8)

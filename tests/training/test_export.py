@@ -4,6 +4,7 @@ batch independence, versions, refusal of a model that fails its checks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -12,6 +13,10 @@ import pytest
 from imagegen.contract.manifest import Manifest, sha256_file
 from training.export import ExportError, export_run, main
 from training.grid import grid_inputs
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models"
+CLASSIFIERS = REPO / "classifiers"
 
 CASES = [
     ("label", "mnist", "default"),
@@ -86,13 +91,15 @@ def test_a_model_failing_parity_is_refused_and_nothing_written(tiny_runs, tmp_pa
     assert not (tmp_path / "gan-mnist").exists()
 
 
-def test_cli_exports_with_a_grid_and_fails_cleanly(tiny_runs, tmp_path, capsys):
+def test_cli_exports_with_a_grid_and_fails_cleanly(tiny_runs, tmp_path, capsys, data_dir):
     grid = tmp_path / "grid.png"
-    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path / "m"), "--grid", str(grid)]) == 0
+    gate = ["--data-dir", str(data_dir), "--eval-samples", "200"]
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path / "m"), "--grid", str(grid), *gate]) == 0
     assert grid.exists()
     manifest = json.loads((tmp_path / "m" / "gan-mnist" / "manifest.json").read_text())
     assert manifest["inputs"] == {"z": [-1, 8], "label": [-1]}
-    assert main([str(tmp_path / "no-run"), "--models-dir", str(tmp_path / "m")]) == 1
+    assert manifest["metrics"]["evaluation"]["samples"] == 200  # measured by the quality gate
+    assert main([str(tmp_path / "no-run"), "--models-dir", str(tmp_path / "m"), *gate]) == 1
     assert "no checkpoint" in capsys.readouterr().err
 
 
@@ -104,7 +111,8 @@ def _draw(model_dir, manifest, z, label):
 def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path, capsys):
     run = tiny_runs("gan")
     plain = export_run(run, tmp_path, model_id="plain")
-    argv = [str(run), "--models-dir", str(tmp_path), "--id", "truncated", "--set", "truncation=0.5"]
+    argv = [str(run), "--models-dir", str(tmp_path), "--id", "truncated", "--no-gate"]
+    argv += ["--set", "truncation=0.5"]
     assert main(argv) == 0
     truncated = Manifest.read(tmp_path / "truncated")
     assert truncated.training.config["truncation"] == 0.5
@@ -123,9 +131,57 @@ def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path,
 
 
 def test_export_refuses_to_change_what_needs_training(tiny_runs, tmp_path, capsys):
-    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "g_width=8"]) == 1
+    no_gate = "--no-gate"
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "g_width=8", no_gate]) == 1
     err = capsys.readouterr().err
     assert "only sampling settings change at export" in err and "['truncation']" in err
-    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "truncation=1.5"]) == 1
+    argv = [str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "truncation=1.5", no_gate]
+    assert main(argv) == 1
     assert "truncation must be in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "gan-mnist").exists()
+
+
+def _gate(tmp_path, data_dir):
+    from training.evaluate import EvalConfig
+
+    return EvalConfig(tmp_path, CLASSIFIERS, data_dir, samples=200)
+
+
+def test_quality_gate_refuses_a_worse_version_unless_forced(tiny_runs, tmp_path, data_dir):
+    """A one-epoch tiny model replaces nothing good: the shipped label-mnist draws every digit,
+    the tiny run does not, so export refuses it, names the figures and writes nothing."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED / "label-mnist", models / "label-mnist", ignore=shutil.ignore_patterns("[2-9]"))
+    before = sorted(p.name for p in (models / "label-mnist").iterdir())
+    gate = _gate(models, data_dir)
+    # the shipped figures were measured on 10,000 samples; measure them as the gate will
+    from training.evaluate import measure
+
+    current = Manifest.read(models / "label-mnist")
+    current.metrics = measure(current, models / "label-mnist", gate)
+    current.write(models / "label-mnist")
+
+    with pytest.raises(ExportError, match=r"worse than v\d+: class accuracy .*% < 100.0%"):
+        export_run(tiny_runs("label"), models, gate=gate)
+    assert sorted(p.name for p in (models / "label-mnist").iterdir()) == before
+
+    forced = export_run(tiny_runs("label"), models, gate=gate, force=True)
+    assert forced.metrics is not None and forced.metrics.previous is not None
+    assert forced.metrics.previous.class_accuracy == 1.0
+    assert forced.metrics.class_accuracy < 1.0
+    assert Manifest.read(models / "label-mnist").metrics == forced.metrics
+
+
+def test_cli_without_data_names_what_the_gate_needs(tiny_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IMAGEGEN_DATA_DIR", raising=False)
+    assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path)]) == 1
+    assert "give --data-dir or set IMAGEGEN_DATA_DIR" in capsys.readouterr().err
+    assert not (tmp_path / "gan-mnist").exists()
+
+
+def test_first_version_is_measured_by_the_gate(tiny_runs, tmp_path, data_dir):
+    manifest = export_run(tiny_runs("gan"), tmp_path, gate=_gate(tmp_path, data_dir))
+    assert manifest.metrics is not None and manifest.metrics.previous is None
+    assert manifest.metrics.evaluation.onnx_sha256 == manifest.onnx.sha256

@@ -57,9 +57,8 @@ class FamilyModel(nn.Module):
         """The exported generator: (z[, label]) -> image in [0, 1], NCHW; call in eval mode."""
         raise NotImplementedError
 
-    def after_warm_start(self) -> None:
-        """Called once the sampler's weights were loaded from an exported model
-        (`--init-from`): a family copies them to the nets it trains, if those differ."""
+    def after_resume_from_weights(self) -> None:
+        """Called when a run starts from an exported model's weights (`--resume-from`)."""
 
     def export_specs(self) -> dict[str, ExportSpec]:
         """Graphs to export by role; "model" is the sampler, others go to `extra_onnx`."""

@@ -86,9 +86,9 @@ class Config:
     # The exported sampler draws z * truncation: below 1, images nearer the generator's typical
     # ones (more recognisable, less varied; BigGAN's truncation trick). Sampling only.
     truncation: float = 1.0
-    # Steps in which only the discriminator learns, when the generator starts from an exported
-    # model (--init-from) and the discriminator from scratch: a random critic's gradients
-    # would otherwise undo the generator before the critic means anything.
+    # Steps in which only the discriminator learns when a run continues an exported model
+    # (--resume-from), e.g. on new images: the critic must learn them before it teaches the
+    # generator (the gan-emoji v4 run used it with a fresh critic).
     d_warmup: int = 0
     lr: float = 2e-4
     beta1: float = 0.5
@@ -156,7 +156,7 @@ class Model(FamilyModel):
             self.discriminator.apply(init_weights)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
         self.augment_policy = parse_policy(c.augment)
-        self.d_only_steps = 0  # set by after_warm_start; not saved, a warm start begins a run
+        self.d_only_steps = 0  # set by after_resume_from_weights; not saved, it begins a run
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
@@ -169,10 +169,8 @@ class Model(FamilyModel):
             state_dict = {**state_dict, **ema}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def after_warm_start(self) -> None:
-        # the sampler holds the averaged generator when there is one: train on from it
-        if self.generator_ema is not None:
-            self.generator.load_state_dict(self.generator_ema.state_dict())
+    def after_resume_from_weights(self) -> None:
+        # on new images (fine-tuning) the critic must catch up before it teaches the generator
         self.d_only_steps = self.config.d_warmup
 
     @torch.no_grad()

@@ -1,0 +1,78 @@
+"""Training weights beside each exported version: `imagegen train --resume-from models/<id>`
+continues the shipped model where its run stopped (issue: no training progress may be lost)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from imagegen.contract.manifest import Manifest, sha256_file
+from tests.training.conftest import tiny_run_config
+from training.checkpoint import load_checkpoint
+from training.export import export_run
+from training.trainer import main, train
+from training.weights import WEIGHTS_NAME, WeightsError, load_weights
+
+
+def test_export_keeps_every_net_and_the_progress(tiny_runs, tmp_path):
+    run = tiny_runs("gan")
+    manifest = export_run(run, tmp_path)
+    weights = tmp_path / manifest.id / "1" / WEIGHTS_NAME
+    assert manifest.training.weights_file == f"1/{WEIGHTS_NAME}"
+    assert manifest.training.weights_sha256 == sha256_file(weights)
+    saved = load_file(str(weights))
+    trained, ckpt = load_checkpoint(run)
+    assert {k.split(".")[0] for k in saved} >= {"generator", "discriminator"}
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(saved[name], tensor), name
+    model, meta = load_weights(tmp_path / manifest.id)
+    assert meta["epoch"] == ckpt["epoch"] and meta["step"] == ckpt["step"]
+    assert meta["family"] == "gan" and model.config == trained.config
+
+
+def test_resume_from_a_model_continues_its_epochs(tiny_runs, tmp_path):
+    manifest = export_run(tiny_runs("vae"), tmp_path / "models")
+    cfg = tiny_run_config(
+        tmp_path / "more", "vae", epochs=2, resume_from=str(tmp_path / "models" / manifest.id), overrides={}
+    )
+    out = train(cfg, progress=False)
+    _, ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * manifest.training.steps
+    assert ckpt["run_config"]["resume_from"].endswith(f"1/{WEIGHTS_NAME}")
+    # the losses logged continue from the exported step, not from zero
+    first_step = int((out / "losses.csv").read_text().splitlines()[1].split(",")[1])
+    assert first_step == manifest.training.steps + 1
+    continued = export_run(out, tmp_path / "models")
+    assert continued.version == 2 and continued.training.epochs == 2
+    assert continued.training.init_from.endswith(f"{manifest.id}/1/{WEIGHTS_NAME}")
+
+
+def test_resume_from_refuses_another_family_or_shape(tiny_runs, tmp_path, capsys):
+    manifest = export_run(tiny_runs("gan"), tmp_path / "models")
+    source = str(tmp_path / "models" / manifest.id)
+    wrong_family = tiny_run_config(tmp_path / "a", "vae", resume_from=source, overrides={})
+    with pytest.raises(ValueError, match="is a gan model, not vae"):
+        train(wrong_family, progress=False)
+    wider = dataclasses.replace(
+        tiny_run_config(tmp_path / "b", "gan", resume_from=source), overrides={"g_width": 8}
+    )
+    with pytest.raises(WeightsError, match="generator"):
+        train(wider, progress=False)
+    emoji = tiny_run_config(tmp_path / "c", "gan", dataset="imagefolder", resume_from=source, overrides={})
+    with pytest.raises(ValueError, match="1x28px images of 10 classes"):
+        train(emoji, progress=False)
+
+
+def test_resume_from_a_model_without_weights_says_so(tmp_path, capsys, data_dir):
+    shipped_before_weights = tmp_path / "old"
+    shipped_before_weights.mkdir()
+    Manifest.read(data_dir.parents[1] / "models" / "label-mnist").write(shipped_before_weights)
+    code = main([
+        "--family", "label", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
+        "--resume-from", str(shipped_before_weights), "--out", str(tmp_path / "run"), "--no-progress",
+    ])
+    assert code == 2
+    assert "no training weights" in capsys.readouterr().err
