@@ -47,8 +47,11 @@ def check(directory: Path) -> RepositoryEntry:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "manifest"
         return RepositoryEntry(model_id, directory, error=f"invalid manifest: {where}: {first['msg']}")
-    except (OSError, ValueError) as exc:
-        return RepositoryEntry(model_id, directory, error=f"unreadable manifest: {exc}")
+    except OSError as exc:  # str(exc) would name the absolute path: the reason is public
+        reason = exc.strerror or "I/O error"
+        return RepositoryEntry(model_id, directory, error=f"unreadable manifest: {reason}")
+    except ValueError:
+        return RepositoryEntry(model_id, directory, error="invalid manifest: not UTF-8 JSON")
     if manifest.id != model_id:
         return RepositoryEntry(
             model_id, directory, error=f"manifest id {manifest.id!r} does not match folder {model_id!r}"

@@ -115,7 +115,9 @@ class ModelRuntime:
         try:
             out = self.run(feeds)
         except Exception as exc:
-            raise ModelLoadError(f"warm-up run failed: {_first_line(exc)}") from exc
+            # The library's words (and any path in them) go to the log; clients see ours.
+            log.warning("model %s: warm-up run failed: %s", self.manifest.id, _first_line(exc))
+            raise ModelLoadError("warm-up run failed (details in the server log)") from exc
         image = self.manifest.image
         expected = (2, image.channels, image.height, image.width)
         if out.shape != expected:
@@ -128,7 +130,10 @@ def _session(onnx_path: Path, so: ort.SessionOptions, providers: list[object]) -
     try:
         return ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-        raise ModelLoadError(f"onnxruntime cannot load {onnx_path.name}: {_first_line(exc)}") from exc
+        # onnxruntime's message names the absolute path: it goes to the log, not to clients.
+        name = f"{onnx_path.parent.name}/{onnx_path.name}"
+        log.warning("onnxruntime cannot load %s: %s", onnx_path, _first_line(exc))
+        raise ModelLoadError(f"onnxruntime cannot load {name} (details in the server log)") from exc
 
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
