@@ -1,0 +1,206 @@
+"""The Open Inference Protocol over gRPC (KServe's `inference.GRPCInferenceService`), on grpc.aio.
+
+It runs on the service's own event loop (started by the OIP router's lifespan when
+`IMAGEGEN_GRPC_PORT` is set), so its requests reach the same InferenceService, registry and
+batchers as HTTP's and share their batches. Every RPC answers a protocol error with its status
+code (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, UNAVAILABLE, INTERNAL), never an unhandled
+exception. grpcio is imported only here, so a service without the port does not need it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from service.auth import key_matches
+from service.errors import ServiceError
+from service.oip import grpc_predict_v2_pb2 as pb
+from service.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.oip import rest
+from service.oip.core import InferenceService, InferRequest, RequestedOutput
+from service.oip.errors import ProtocolError, from_service_error
+from service.oip.tensors import Tensor, from_bytes, from_values, to_bytes
+from service.settings import Settings
+
+log = logging.getLogger("imagegen.oip.grpc")
+
+STATUS = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+# InferTensorContents' field for each datatype (the protocol's table).
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+_FIELDS = frozenset([*CONTENTS.values(), "bytes_contents"])
+
+Handler = Callable[[Any, Any, aio.ServicerContext], Awaitable[Any]]
+
+
+def _rpc(*, keyed: bool = True) -> Callable[[Handler], Handler]:
+    """Runs an RPC with the key check and turns every failure into a status code and message."""
+
+    def wrap(method: Handler) -> Handler:
+        @functools.wraps(method)
+        async def call(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
+            try:
+                if keyed:
+                    self.check_key(context)
+                return await method(self, request, context)
+            except ProtocolError as exc:
+                error = exc
+            except ServiceError as exc:
+                error = from_service_error(exc)
+            except Exception as exc:
+                log.error("unhandled error in %s", method.__name__, exc_info=exc)
+                error = ProtocolError("internal", "internal error; see the server log")
+            await context.abort(STATUS[error.kind], error.message)  # raises: ends the RPC
+
+        return call
+
+    return wrap
+
+
+class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, service: InferenceService, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+
+    def check_key(self, context: aio.ServicerContext) -> None:
+        """The API key, when one is set: `authorization: Bearer <key>` or `x-api-key` metadata."""
+        if self.settings.api_key is None:
+            return
+        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        given = metadata.get("x-api-key")
+        auth = metadata.get("authorization", "")
+        if given is None and auth[:7].lower() == "bearer ":
+            given = auth[7:]
+        if not key_matches(self.settings, given):
+            raise ProtocolError(
+                "unauthenticated", "missing or wrong API key: send 'authorization: Bearer <key>'"
+            )
+
+    @_rpc(keyed=False)
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=self.service.server_live())
+
+    @_rpc(keyed=False)
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.service.server_ready())
+
+    @_rpc()
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        return pb.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version))
+
+    @_rpc()
+    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        return pb.ServerMetadataResponse(**self.service.server_metadata())
+
+    @_rpc()
+    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        meta = self.service.model_metadata(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]],
+            outputs=[tensor(**t) for t in meta["outputs"]],
+        )
+
+    @_rpc()
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+        served = self.service.ready(request.model_name, request.model_version)
+        infer_request = decode_request(request, self.service.max_elements(served))
+        response = await self.service.infer(served, infer_request)
+        output = pb.ModelInferResponse.InferOutputTensor
+        # Raw output contents, as Triton answers: the client reads them without a per-value copy.
+        return pb.ModelInferResponse(
+            model_name=response.model_name,
+            model_version=response.model_version,
+            id=response.id,
+            outputs=[output(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in response.outputs],
+            raw_output_contents=[to_bytes(t.data) for t in response.outputs],
+        )
+
+
+def decode_request(message: Any, max_elements: int) -> InferRequest:
+    """A ModelInferRequest -> InferRequest: tensors from raw_input_contents (then for every input,
+    in order) or from each input's typed contents; parameters as plain values."""
+    raw = list(message.raw_input_contents)
+    if raw and len(raw) != len(message.inputs):
+        raise ProtocolError(
+            "invalid", f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs: give one per input"
+        )
+    if len(message.inputs) > rest.MAX_TENSORS:
+        raise ProtocolError("invalid", f"at most {rest.MAX_TENSORS} inputs")
+    tensors = [
+        _input(tensor, raw[i] if raw else None, max_elements) for i, tensor in enumerate(message.inputs)
+    ]
+    parameters = {key: _value(value) for key, value in message.parameters.items()}
+    outputs = [RequestedOutput(o.name) for o in message.outputs] or None
+    return InferRequest(message.model_name, message.model_version, message.id, parameters, tensors, outputs)
+
+
+def _input(tensor: Any, raw: bytes | None, max_elements: int) -> Tensor:
+    shape = list(tensor.shape)
+    given = [f.name for f, _ in tensor.contents.ListFields()] if tensor.HasField("contents") else []
+    if raw is not None:
+        if given:
+            raise ProtocolError(
+                "invalid", f"input {tensor.name!r}: contents and raw_input_contents both given"
+            )
+        return from_bytes(tensor.name, tensor.datatype, shape, raw, max_elements)
+    field = CONTENTS.get(tensor.datatype)
+    if field is None or set(given) - {field}:
+        raise ProtocolError(
+            "invalid",
+            f"input {tensor.name!r}: {tensor.datatype[:20]} data goes in contents.{field or '?'} "
+            f"or raw_input_contents, got {sorted(set(given) & _FIELDS)}",
+        )
+    values = getattr(tensor.contents, field)
+    return from_values(tensor.name, tensor.datatype, shape, list(values), max_elements)
+
+
+def _value(parameter: Any) -> Any:
+    choice = parameter.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(parameter, choice)
+
+
+async def start(service: InferenceService, settings: Settings, port: int) -> tuple[aio.Server, int]:
+    """A started gRPC server on settings.host:port; (server, the port it bound)."""
+    server = aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service, settings), server)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpcio raises on a port it cannot bind
+        raise OSError(f"cannot bind the gRPC port {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    await server.start()
+    log.info("Open Inference Protocol over gRPC on %s:%d", host, bound)
+    return server, bound
+
+
+async def stop(server: aio.Server, grace_s: float = 5.0) -> None:
+    """Refuse new RPCs, let those in flight finish for up to grace_s, then close."""
+    await server.stop(grace_s)
