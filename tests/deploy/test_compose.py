@@ -9,6 +9,7 @@ the Grafana dashboard's queries against the metric names of DESIGN.md.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -51,12 +52,16 @@ def _validate_compose(path: Path) -> subprocess.CompletedProcess:
 
 
 def _container_port(service: dict) -> int:
+    """The port the container listens on: its published port's container side, or what it exposes."""
+    if "ports" not in service:
+        return int(str(service["expose"][0]))
     host_and_container = service["ports"][0]
     return int(str(host_and_container).split(":")[-1].split("/")[0])
 
 
 def _host_port(service: dict) -> int:
-    return int(str(service["ports"][0]).split(":")[0])
+    """`[address:]host:container` -> host."""
+    return int(str(service["ports"][0]).split(":")[-2])
 
 
 def _bind_mounts(service: dict) -> list[tuple[str, str]]:
@@ -103,6 +108,7 @@ def test_compose_cli_accepts_the_file(root: Path, profile: list[str]) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "a-test-password"},  # required, no default
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -110,7 +116,7 @@ def test_compose_cli_accepts_the_file(root: Path, profile: list[str]) -> None:
 def test_schema_check_rejects_a_broken_compose_file(root: Path, tmp_path: Path) -> None:
     # A control: the schema check must actually catch mistakes (here a misspelt key).
     broken = yaml.safe_load((root / "docker-compose.yml").read_text())
-    broken["services"]["imagegen"]["portz"] = broken["services"]["imagegen"].pop("ports")
+    broken["services"]["proxy"]["portz"] = broken["services"]["proxy"].pop("ports")
     path = tmp_path / "docker-compose.yml"
     path.write_text(yaml.safe_dump(broken))
     assert _validate_compose(path).returncode != 0
@@ -118,13 +124,14 @@ def test_schema_check_rejects_a_broken_compose_file(root: Path, tmp_path: Path) 
 
 def test_services_and_profiles(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"imagegen", "imagegen-cpu", "prometheus", "grafana"}
+    assert set(services) == {"imagegen", "imagegen-cpu", "proxy", "proxy-cpu", "prometheus", "grafana"}
     assert "profiles" not in services["imagegen"], "the GPU service is the default stack"
-    assert services["imagegen-cpu"]["profiles"] == ["cpu"]
+    assert "profiles" not in services["proxy"]
+    assert services["imagegen-cpu"]["profiles"] == ["cpu"] and services["proxy-cpu"]["profiles"] == ["cpu"]
     assert "profiles" not in services["prometheus"] and "profiles" not in services["grafana"]
     # Prometheus must start with either imagegen service, so it may not depend on one.
     assert "depends_on" not in services["prometheus"]
-    assert _host_port(services["imagegen"]) != _host_port(services["imagegen-cpu"])
+    assert _host_port(services["proxy"]) != _host_port(services["proxy-cpu"])
 
 
 def test_gpu_service_reserves_one_nvidia_gpu(compose: dict) -> None:
