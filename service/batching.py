@@ -11,6 +11,9 @@ the oldest job has waited `max_delay_s`, and hands the batch to `run_batch` in a
 - A failing run fails only the jobs in it; a job cancelled by its caller is skipped.
 - While a run is busy, new jobs wait and form the next batch, so batches grow with load; a job
   that arrives alone (no other job within max_delay before it) runs without waiting.
+- After each run, `on_batch(RunReport)` says what it did: queue wait of the jobs it started,
+  inference and encoding seconds apart, and the images it delivered (none for a failed run,
+  none for cancelled jobs), so metrics count only work that reached a client.
 """
 
 from __future__ import annotations
@@ -63,6 +66,18 @@ class Slice:
         return self.stop == self.job.size
 
 
+@dataclass
+class RunReport:
+    """What one run did, for the metrics hook."""
+
+    images: int = 0  # images in the run (cancelled jobs' slices are not run)
+    failed: bool = False  # run_batch raised: every job in it failed
+    inference_s: float = 0.0  # run_batch alone
+    encode_s: list[float] = field(default_factory=list)  # finish() of each job this run completed
+    delivered: int = 0  # images of jobs this run completed successfully
+    queue_waits: list[float] = field(default_factory=list)  # jobs that entered their first run
+
+
 RunBatch = Callable[[list[Slice]], list[Any]]
 Finish = Callable[[Job], Any]
 
@@ -81,11 +96,11 @@ class DynamicBatcher:
         max_delay_s: float,
         queue_limit: int,
         executor: Executor | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[RunReport], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
         wait_alone: bool = False,
     ) -> None:
-        """`run_batch(slices)` returns one result per slice; `on_batch(images, seconds)` and
+        """`run_batch(slices)` returns one result per slice; `on_batch(report)` and
         `on_queue(images_waiting)` are observation hooks (metrics). `wait_alone`: hold even a job
         that arrived alone for max_delay_s (Triton's behaviour) instead of running it at once."""
         self._run_batch = run_batch
@@ -94,7 +109,7 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_s
         self.queue_limit = queue_limit
         self._executor = executor
-        self._on_batch = on_batch or (lambda images, seconds: None)
+        self._on_batch = on_batch or (lambda report: None)
         self._on_queue = on_queue or (lambda images: None)
         self._pending: collections.deque[Job] = collections.deque()
         self._queued = 0  # images submitted and not yet handed to a run
@@ -198,34 +213,47 @@ class DynamicBatcher:
     async def _run(self, slices: list[Slice]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        report = RunReport(queue_waits=[started - s.job.enqueued for s in slices if s.start == 0])
         self._running = True
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._work, slices)
+            outcomes = await loop.run_in_executor(self._executor, self._work, slices, report)
         except Exception as exc:  # the run failed: fail its jobs only
+            report.failed = True
             for piece in slices:
                 _settle(piece.job, exc, failed=True)
             return
         finally:
             self._running = False
-            self._on_batch(sum(s.size for s in slices), time.perf_counter() - started)
+            self._on_batch(report)
         for job, value, failed in outcomes:
             _settle(job, value, failed=failed)
 
-    def _work(self, slices: list[Slice]) -> list[tuple[Job, Any, bool]]:
+    def _work(self, slices: list[Slice], report: RunReport) -> list[tuple[Job, Any, bool]]:
         """Worker thread: one run for all slices, then `finish` for every job this run completed."""
         live = [s for s in slices if not (s.job.future is not None and s.job.future.cancelled())]
+        report.images = sum(s.size for s in live)
+        started = time.perf_counter()
         results = self._run_batch(live) if live else []
+        report.inference_s = time.perf_counter() - started
         if len(results) != len(live):
             raise RuntimeError(f"run_batch returned {len(results)} results for {len(live)} slices")
         outcomes = []
         for piece, result in zip(live, results, strict=True):
             piece.job.parts.append(result)
             if piece.last:
-                try:
-                    outcomes.append((piece.job, self._finish(piece.job), False))
-                except Exception as exc:
-                    outcomes.append((piece.job, exc, True))
+                outcomes.append(self._finish_job(piece.job, report))
         return outcomes
+
+    def _finish_job(self, job: Job, report: RunReport) -> tuple[Job, Any, bool]:
+        started = time.perf_counter()
+        try:
+            value = self._finish(job)
+        except Exception as exc:
+            return job, exc, True
+        finally:
+            report.encode_s.append(time.perf_counter() - started)
+        report.delivered += job.size
+        return job, value, False
 
 
 def _settle(job: Job, value: Any, *, failed: bool) -> None:

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+# The longest message an error body carries. Messages quote what the client sent only through
+# clip(); this bound is the safety net for any that does not (issue 16, row 2: a 1 MiB value was
+# echoed back whole).
+MAX_MESSAGE_CHARS = 500
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """A short prefix of client-sent text, for quoting it in an error message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 class ServiceError(Exception):
     status: int = 500
@@ -22,7 +32,8 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+        message = clip(self.message, MAX_MESSAGE_CHARS)
+        return {"error": {"code": self.code, "message": message, **self.details}}
 
 
 class BadRequest(ServiceError):
@@ -31,6 +42,10 @@ class BadRequest(ServiceError):
 
 class MalformedJson(ServiceError):
     status, code = 400, "malformed_json"
+
+
+class JsonTooDeep(ServiceError):
+    status, code = 400, "json_too_deep"
 
 
 class Unauthorized(ServiceError):
@@ -51,6 +66,10 @@ class MethodNotAllowed(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
+
+
+class QueryTooLong(ServiceError):
+    status, code = 414, "query_too_long"
 
 
 class UnsupportedMediaType(ServiceError):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.batching import RunReport
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -28,10 +32,26 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # A request's time in the service is queue wait + inference + encoding, each its own
+        # histogram (as Triton separates queue and compute time).
+        self.queue_seconds = Histogram(
+            "imagegen_queue_seconds",
+            "Seconds a request waited in its model's queue before its first run.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inference_seconds = Histogram(
             "imagegen_inference_seconds",
-            "Seconds per batched run (inference + encoding), by model.",
+            "Seconds per successful ONNX Runtime run (inference only, no encoding), by model.",
             ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.encode_seconds = Histogram(
+            "imagegen_encode_seconds",
+            "Seconds to encode one finished request's images (PNG, base64 or NPY).",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -48,7 +68,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
-        self.images = Counter("imagegen_images_total", "Images generated, by model.", ["model"], registry=r)
+        self.images = Counter(
+            "imagegen_images_total",
+            "Images delivered, by model (not those of failed runs or cancelled requests).",
+            ["model"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "imagegen_model_ready",
             "1 when the model is loaded and warmed, else 0.",
@@ -70,17 +95,28 @@ class Metrics:
             hist = self._latency_children[(route, model)] = self.request_seconds.labels(route, model)
         hist.observe(seconds)
 
-    def batch_observer(self, model: str, provider: str):
-        """Hooks for one model's batcher: (on_batch(images, seconds), on_queue(images))."""
+    def batch_observer(
+        self, model: str, provider: str
+    ) -> tuple[Callable[[RunReport], None], Callable[[float], None]]:
+        """Hooks for one model's batcher: (on_batch(report), on_queue(images))."""
+        queue = self.queue_seconds.labels(model)
         inference = self.inference_seconds.labels(model, provider)
+        encode = self.encode_seconds.labels(model)
         sizes = self.batch_size.labels(model)
         images = self.images.labels(model)
         depth = self.queue_depth.labels(model)
 
-        def on_batch(count: int, seconds: float) -> None:
-            inference.observe(seconds)
-            sizes.observe(count)
-            images.inc(count)
+        def on_batch(report: RunReport) -> None:
+            for wait in report.queue_waits:
+                queue.observe(wait)
+            if report.failed or report.images == 0:
+                return  # a failed or all-cancelled run made nothing to count
+            inference.observe(report.inference_s)
+            sizes.observe(report.images)
+            for seconds in report.encode_s:
+                encode.observe(seconds)
+            if report.delivered:
+                images.inc(report.delivered)
 
         return on_batch, depth.set
 

@@ -1,28 +1,166 @@
 """Client parameters -> a checked ImageRequest. Every bad value raises a 4xx ServiceError that
-names the parameter and what is allowed; nothing a client sends reaches the model unchecked."""
+names the parameter and what is allowed; nothing a client sends reaches the model unchecked.
+
+The request shapes are declared once here: `ImageQuery` (GET /generate and /sample) and
+`ImagesBody` (POST /v1/images). FastAPI reads them for validation of names and lengths and for
+the OpenAPI description; the values are then checked by the functions below, which know the
+model (its classes) and the settings (max_n, max_scale) that a static schema cannot.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from imagegen.contract.manifest import Manifest
 from imagegen.contract.sampling import MAX_SEED, default_label
-from service.errors import InvalidParameter, LimitExceeded, ParameterNotSupported
+from service.errors import (
+    InvalidParameter,
+    InvalidRequest,
+    LimitExceeded,
+    ParameterNotSupported,
+    UnknownParameter,
+    clip,
+)
 from service.generation import ImageRequest, Output
 from service.registry import ServedModel
 
 _INT = re.compile(r"^\+?[0-9]+$")
 FORMATS = ("png", "json")
+# Lengths of the free-text values a client may send; longer ones are refused before any lookup,
+# so no error message can echo a megabyte back (issue 16, row 2).
+MAX_ID_CHARS = 128
+MAX_CLASS_CHARS = 128
+
+
+# Integer query parameters are read as text: our parser gives the error codes and ranges (which
+# depend on the model and the settings), but the OpenAPI documents the integer they must be. An
+# optional query parameter is absent, never null, so the documented schema has no null.
+_Text = Annotated[str, StringConstraints(max_length=64)]
+
+
+SeedText = Annotated[_Text | None, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_SEED})]
+CountText = Annotated[_Text | None, WithJsonSchema({"type": "integer", "minimum": 1})]
+IndexText = Annotated[_Text | None, WithJsonSchema({"type": "integer", "minimum": 0})]
+FormatText = Annotated[
+    _Text | None, WithJsonSchema({"type": "string", "enum": list(FORMATS), "default": "png"})
+]
+IdText = Annotated[
+    Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | None,
+    WithJsonSchema({"type": "string", "maxLength": MAX_ID_CHARS}),
+]
+
+
+class ImageQuery(BaseModel):
+    """The query parameters of GET /generate and GET /sample (the one list of them)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str = Field(
+        max_length=MAX_ID_CHARS,
+        description="A model id (`gan-mnist`) or a family (`gan`), resolved with `dataset=` "
+        "(default from settings) to the family's non-baseline model.",
+    )
+    dataset: IdText = Field(None, description="Dataset when `model` is a family: mnist, fashion, emoji.")
+    seed: SeedText = Field(
+        None, description="Image i of n uses seed+i. Omitted: the server draws one (returned in X-Seed)."
+    )
+    n: CountText = Field(
+        None, description="Number of images (1..max_n); n > 1 returns one grid PNG, ceil(sqrt(n)) columns."
+    )
+    scale: CountText = Field(None, description="Nearest-neighbour upscale factor (1..max_scale).")
+    format: FormatText = Field(None, description="png (default) or json (base64 PNGs with seeds and labels).")
+    digit: IndexText = Field(None, description="Class index 0..num_classes-1 (conditional models only).")
+    class_: IdText = Field(
+        None,
+        alias="class",
+        description="Class name, case-insensitive (`bag`, `Ankle boot`, `smileys-emotion`), or its "
+        "index (conditional models only).",
+    )
+
+
+QUERY_NAMES = frozenset(f.alias or name for name, f in ImageQuery.model_fields.items())
+
+
+def read_query(items: Iterable[tuple[str, str]]) -> ImageQuery:
+    """The query string's (name, value) pairs -> an ImageQuery. Unknown and repeated names are
+    errors (a typo like `digt=3` must not be ignored, nor `seed=1&seed=2` become 'the last one
+    wins'). Linear in the number of pairs: a quadratic check stalled the server for 14.7 s on
+    25,000 repeats (issue 16, row 1). Names and lengths are the model's; FastAPI's own query-model
+    parameter costs ~150 us more per request (measured, docs/service.md), so it only documents."""
+    pairs = list(items)
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        repeated = sorted(clip(k, 40) for k, c in counts.items() if c > 1)[:8]
+        raise InvalidParameter(f"query parameter(s) {repeated} given more than once", parameters=repeated)
+    unknown = sorted(clip(k, 40) for k in values.keys() - QUERY_NAMES)[:8]
+    if unknown:
+        raise UnknownParameter(
+            f"unknown query parameter(s) {unknown}", parameters=unknown, allowed=sorted(QUERY_NAMES)
+        )
+    try:
+        return ImageQuery.model_validate(values)
+    except ValidationError as exc:
+        raise query_value_error(exc.errors()) from None
+
+
+def query_value_error(errors: Sequence[Any]) -> InvalidParameter:
+    """The first error of a query value, naming its parameter (`model` missing included)."""
+    first = errors[0]
+    loc = [p for p in first.get("loc", ()) if p != "query"]
+    name = str(loc[0]) if loc else "query"
+    if first.get("type") == "missing":
+        return InvalidParameter(f"{name} is required", parameter=name)
+    return InvalidParameter(f"{name}: {clip(str(first.get('msg', '')), 200)}", parameter=name)
+
+
+class ImagesBody(BaseModel):
+    """POST /v1/images. Give `seeds` and/or `labels`; when both, the same length."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr = Field(max_length=MAX_ID_CHARS, description="Model id or family.")
+    dataset: StrictStr | None = Field(
+        None, max_length=MAX_ID_CHARS, description="Dataset when `model` is a family."
+    )
+    seeds: list[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, description="One seed per image. Omitted: the server draws s and uses s, s+1, ..."
+    )
+    labels: list[StrictInt | Annotated[StrictStr, Field(max_length=MAX_CLASS_CHARS)]] | None = Field(
+        None, description="One class (index or name) per image. Omitted: seed % num_classes."
+    )
+    format: Literal["png_base64", "npy"] = Field(
+        "png_base64",
+        description="png_base64: JSON with one base64 PNG per image; npy: application/x-npy, float32 "
+        "array (N, C, H*scale, W*scale) with values in [0, 1].",
+    )
+    scale: Annotated[StrictInt, Field(ge=1)] = Field(1, description="Nearest-neighbour upscale factor.")
 
 
 def parse_int(name: str, raw: str, *, low: int, high: int, what: str = "an integer") -> int:
     text = raw.strip()
     if len(text) > 40 or not _INT.match(text):  # also keeps int() off 5,000-digit strings
         raise InvalidParameter(
-            f"{name} must be {what} in [{low}, {high}], got {raw[:40]!r}", parameter=name, min=low, max=high
+            f"{name} must be {what} in [{low}, {high}], got {clip(raw, 40)!r}",
+            parameter=name,
+            min=low,
+            max=high,
         )
     value = int(text)
     if not low <= value <= high:
@@ -59,37 +197,54 @@ def draw_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def resolve_class(served: ServedModel, digit: str | None, class_: str | None) -> int | None:
-    """The class index from `digit=` (a number) or `class=` (a name, case-insensitive, or a number)."""
+def _require_conditional(served: ServedModel, parameter: str) -> Manifest:
     manifest = served.manifest
     assert manifest is not None
-    given = "digit" if digit is not None else "class" if class_ is not None else None
-    if given is None:
-        return None
-    if digit is not None and class_ is not None:
-        raise InvalidParameter("give digit= or class=, not both", parameter="class")
     if not manifest.conditional:
         raise ParameterNotSupported(
-            f"model {served.id!r} is unconditional and takes no {given}=", parameter=given, model=served.id
+            f"model {served.id!r} is unconditional and takes no {parameter}",
+            parameter=parameter.rstrip("="),
+            model=served.id,
         )
+    return manifest
+
+
+def parse_class(served: ServedModel, value: int | str, parameter: str) -> int:
+    """One class from a client: an index (int, or decimal text) or a class name (case-insensitive,
+    `-`/`_`/space alike). The one class parser of `class=` and of POST `labels`."""
+    manifest = served.manifest
+    assert manifest is not None
     top = manifest.num_classes - 1
-    if digit is not None:
-        return parse_int("digit", digit, low=0, high=top)
-    assert class_ is not None
-    index = served.lookup_class(class_)
-    if index is None and len(class_) < 20 and _INT.match(class_.strip()):
-        index = int(class_.strip())
-        if index > top:
-            index = None
+    index: int | None = None
+    if isinstance(value, int):
+        index = value if 0 <= value <= top else None
+    else:
+        index = served.lookup_class(value)
+        text = value.strip()
+        if index is None and len(text) < 20 and _INT.match(text) and int(text) <= top:
+            index = int(text)
     if index is None:
         raise InvalidParameter(
-            f"unknown class {class_[:60]!r} for model {served.id!r}",
-            parameter="class",
+            f"{parameter} = {clip(str(value), 40)!r} is not a class of {served.id!r}",
+            parameter=parameter.split("[", 1)[0],
             allowed=manifest.class_names,
             min=0,
             max=top,
         )
     return index
+
+
+def resolve_class(served: ServedModel, digit: str | None, class_: str | None) -> int | None:
+    """The class index from `digit=` (a number) or `class=` (a name or a number)."""
+    if digit is None and class_ is None:
+        return None
+    if digit is not None and class_ is not None:
+        raise InvalidParameter("give digit= or class=, not both", parameter="class")
+    manifest = _require_conditional(served, "digit=" if digit is not None else "class=")
+    if digit is not None:
+        return parse_int("digit", digit, low=0, high=manifest.num_classes - 1)
+    assert class_ is not None
+    return parse_class(served, class_, "class")
 
 
 @dataclass(frozen=True)
@@ -120,7 +275,7 @@ def image_request(
     fmt_value = (fmt or "png").strip().lower()
     if fmt_value not in FORMATS:
         raise InvalidParameter(
-            f"format must be one of {list(FORMATS)}, got {fmt[:20]!r}",
+            f"format must be one of {list(FORMATS)}, got {clip(fmt or '', 20)!r}",
             parameter="format",
             allowed=list(FORMATS),
         )
@@ -142,6 +297,20 @@ def image_request(
     return GetRequest(ImageRequest(seeds, labels, factor, output), seed_value, given, class_index, fmt_value)
 
 
+def query_request(served: ServedModel, query: ImageQuery, *, max_n: int, max_scale: int) -> GetRequest:
+    return image_request(
+        served,
+        seed=query.seed,
+        n=query.n,
+        scale=query.scale,
+        fmt=query.format,
+        digit=query.digit,
+        class_=query.class_,
+        max_n=max_n,
+        max_scale=max_scale,
+    )
+
+
 def item_labels(served: ServedModel, seeds: Sequence[int], class_index: int | None) -> tuple[int, ...]:
     """One label per seed: the given class, or seed % num_classes (the sampling contract)."""
     manifest = served.manifest
@@ -149,3 +318,48 @@ def item_labels(served: ServedModel, seeds: Sequence[int], class_index: int | No
     if class_index is not None:
         return (class_index,) * len(seeds)
     return tuple(default_label(s, manifest.num_classes) for s in seeds)
+
+
+def body_request(served: ServedModel, spec: ImagesBody, *, max_items: int, max_scale: int) -> ImageRequest:
+    """A checked POST /v1/images body -> the ImageRequest its batcher runs."""
+    count = _item_count(spec, max_items)
+    if spec.scale > max_scale:
+        raise LimitExceeded(
+            f"scale must be in [1, {max_scale}], got {spec.scale}", parameter="scale", min=1, max=max_scale
+        )
+    assert served.manifest is not None
+    check_output_size(served.manifest, count, spec.scale)
+    if spec.seeds is not None:
+        seeds = tuple(spec.seeds)
+    else:
+        start = draw_seed()
+        seeds = tuple(range(start, start + count))
+    if spec.labels is None:
+        labels = item_labels(served, seeds, None)
+    else:
+        _require_conditional(served, "labels")
+        labels = tuple(parse_class(served, value, f"labels[{i}]") for i, value in enumerate(spec.labels))
+    output: Output = "npy" if spec.format == "npy" else "png_base64_list"
+    return ImageRequest(seeds, labels, spec.scale, output)
+
+
+def _item_count(spec: ImagesBody, max_items: int) -> int:
+    if spec.seeds is None and spec.labels is None:
+        raise InvalidRequest("give seeds and/or labels", errors=[{"loc": ["seeds"], "msg": "missing"}])
+    if spec.seeds is not None and spec.labels is not None and len(spec.seeds) != len(spec.labels):
+        raise InvalidRequest(
+            f"seeds ({len(spec.seeds)}) and labels ({len(spec.labels)}) differ in length",
+            errors=[{"loc": ["labels"], "msg": "length differs from seeds"}],
+        )
+    count = len(spec.seeds if spec.seeds is not None else spec.labels or [])
+    if count == 0:
+        raise InvalidRequest("seeds/labels must not be empty", errors=[{"loc": ["seeds"], "msg": "empty"}])
+    check_item_count(count, max_items)
+    return count
+
+
+def check_item_count(count: int, max_items: int) -> None:
+    if count > max_items:
+        raise LimitExceeded(
+            f"{count} images requested, at most {max_items}", parameter="seeds", max=max_items
+        )

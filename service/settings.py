@@ -113,8 +113,30 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None,
         min_length=1,
-        description="When set, image and registry endpoints need `Authorization: Bearer <key>` "
-        "or `X-API-Key: <key>`; health, readiness and metrics stay open.",
+        description="When set, every endpoint needs `Authorization: Bearer <key>` or `X-API-Key: <key>` "
+        "except /healthz and a bare /readyz status (its per-model detail needs the key), and "
+        "/metrics when public_metrics is on.",
+    )
+    public_metrics: bool = Field(
+        False, description="Serve /metrics without the API key (for a scraper that cannot send one)."
+    )
+    max_query_bytes: int = Field(
+        4096,
+        ge=256,
+        le=65536,
+        description="Longest query string a request may carry, in bytes; longer ones get 414 "
+        "`query_too_long` before any parsing. Kept well below the HTTP parser's own request-line "
+        "limit (~64-128 KB), so clients see our JSON error, not the parser's plain-text 400.",
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 28, description="Largest POST body, in bytes; larger ones get 413."
+    )
+    max_json_depth: int = Field(
+        16,
+        ge=2,
+        le=256,
+        description="Deepest nesting of arrays/objects a JSON body may have; deeper ones get 400 "
+        "`json_too_deep` before the JSON is parsed.",
     )
 
     @model_validator(mode="before")

@@ -1,4 +1,7 @@
-"""The dynamic batcher on its own: driven through submit() with a small run_batch that records calls."""
+"""The dynamic batcher on its own: driven through submit() with a small run_batch that records calls.
+
+No test waits on a sleep for the batcher to reach a state: a run that must be in progress is
+awaited through the event its run_batch sets, so a loaded machine cannot reorder them."""
 
 from __future__ import annotations
 
@@ -7,20 +10,28 @@ import threading
 
 import pytest
 
-from service.batching import BatcherStopped, DynamicBatcher, Job, QueueFull, Slice
+from service.batching import BatcherStopped, DynamicBatcher, Job, QueueFull, RunReport, Slice
+from service.metrics import Metrics
 
 
 class Recorder:
-    """run_batch that returns, per slice, the item numbers it ran; records each run's slices."""
+    """run_batch that returns, per slice, the item numbers it ran; records each run's slices.
+    With a gate, each run sets `started` and then holds until the gate opens."""
 
-    def __init__(self, fail_when: int | None = None, gate: threading.Event | None = None) -> None:
+    def __init__(self, fail_when: str | None = None, gate: threading.Event | None = None) -> None:
         self.runs: list[list[tuple[str, int, int]]] = []
         self.fail_when = fail_when
         self.gate = gate
+        self.started = threading.Event()
+
+    async def running(self) -> None:
+        """Return once a run is inside run_batch (held by the gate)."""
+        assert await asyncio.to_thread(self.started.wait, 10), "no run started"
 
     def __call__(self, slices: list[Slice]) -> list[list[int]]:
+        self.started.set()
         if self.gate is not None:
-            self.gate.wait(10)
+            assert self.gate.wait(10), "gate never opened"
         self.runs.append([(s.job.payload, s.start, s.stop) for s in slices])
         if self.fail_when is not None and any(s.job.payload == self.fail_when for s in slices):
             raise RuntimeError("boom")
@@ -79,10 +90,11 @@ def test_full_batch_runs_without_waiting_for_the_delay() -> None:
 def test_queue_bound_refuses_instead_of_waiting() -> None:
     async def main() -> None:
         gate = threading.Event()
-        b = _batcher(Recorder(gate=gate), max_batch=2, queue_limit=3, max_delay_s=0)
+        rec = Recorder(gate=gate)
+        b = _batcher(rec, max_batch=2, queue_limit=3, max_delay_s=0)
         b.start()
         first = b.submit(Job(size=2, payload="a"))
-        await asyncio.sleep(0.05)  # the first run is now blocked on the gate, the queue is empty
+        await rec.running()  # the first run is held by the gate; the queue is empty
         queued = b.submit(Job(size=3, payload="b"))
         with pytest.raises(QueueFull):
             b.submit(Job(size=1, payload="c"))
@@ -100,7 +112,7 @@ def test_a_failing_run_fails_only_its_jobs() -> None:
         b = _batcher(rec, max_batch=2, max_delay_s=0)
         b.start()
         first = b.submit(Job(size=2, payload="ok1"))
-        await asyncio.sleep(0.05)
+        await rec.running()
         bad, mate = b.submit(Job(size=1, payload="bad")), b.submit(Job(size=1, payload="mate"))
         later = b.submit(Job(size=2, payload="ok2"))
         gate.set()
@@ -122,7 +134,7 @@ def test_cancelled_jobs_are_skipped() -> None:
         b = _batcher(rec, max_batch=2, max_delay_s=0)
         b.start()
         first = b.submit(Job(size=2, payload="first"))
-        await asyncio.sleep(0.05)
+        await rec.running()
         gone = b.submit(Job(size=2, payload="gone"))
         kept = b.submit(Job(size=1, payload="kept"))
         gone.cancel()
@@ -158,7 +170,7 @@ def test_observation_hooks() -> None:
             max_batch=4,
             max_delay_s=0.01,
             queue_limit=10,
-            on_batch=lambda n, s: batches.append(n),
+            on_batch=lambda report: batches.append(report.images),
             on_queue=depths.append,
         )
         b.start()
@@ -200,3 +212,59 @@ def test_one_request_after_another_does_not_wait_for_the_delay() -> None:
         assert [run[0][0] for run in rec.runs] == ["a", "b", "c"]
 
     asyncio.run(main())
+
+
+def test_reports_split_queue_inference_and_encoding_and_count_only_delivered_images() -> None:
+    """A failed run and a cancelled job deliver nothing; each report says what its run did."""
+
+    async def main() -> None:
+        gate = threading.Event()
+        rec = Recorder(fail_when="bad", gate=gate)
+        reports: list[RunReport] = []
+        b = _batcher(rec, max_batch=2, max_delay_s=0, on_batch=reports.append)
+        b.start()
+        first = b.submit(Job(size=2, payload="ok"))
+        await rec.running()
+        bad, mate = b.submit(Job(size=1, payload="bad")), b.submit(Job(size=1, payload="mate"))
+        gone, kept = b.submit(Job(size=2, payload="gone")), b.submit(Job(size=1, payload="kept"))
+        gone.cancel()
+        gate.set()
+        await first
+        for failed in (bad, mate):
+            with pytest.raises(RuntimeError):
+                await failed
+        assert await kept == [0]
+        await b.stop()
+        ok, failed_run, last = reports
+        assert (ok.images, ok.delivered, ok.failed, len(ok.encode_s), len(ok.queue_waits)) == (
+            2,
+            2,
+            False,
+            1,
+            1,
+        )
+        assert (failed_run.failed, failed_run.delivered, failed_run.encode_s) == (True, 0, [])
+        assert (last.images, last.delivered, len(last.encode_s)) == (1, 1, 1)  # "gone" was not run
+        assert all(r.inference_s >= 0 and all(w >= 0 for w in r.queue_waits) for r in reports)
+
+    asyncio.run(main())
+
+
+def test_metrics_count_images_and_runs_of_successful_work_only() -> None:
+    """imagegen_images_total and the inference histogram skip failed runs and cancelled jobs;
+    queue wait is observed for every job that reached a run."""
+    metrics = Metrics()
+    on_batch, _ = metrics.batch_observer("m", "cpu")
+    on_batch(RunReport(images=3, inference_s=0.01, encode_s=[0.001, 0.002], delivered=3, queue_waits=[0.1]))
+    on_batch(RunReport(images=4, failed=True, inference_s=0.5, queue_waits=[0.2, 0.3]))
+    on_batch(RunReport(images=0, queue_waits=[]))  # every job of the run was cancelled
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert value("imagegen_images_total", model="m") == 3
+    assert value("imagegen_inference_seconds_count", model="m", provider="cpu") == 1
+    assert value("imagegen_inference_seconds_sum", model="m", provider="cpu") == pytest.approx(0.01)
+    assert value("imagegen_batch_size_count", model="m") == 1
+    assert value("imagegen_encode_seconds_count", model="m") == 2
+    assert value("imagegen_queue_seconds_count", model="m") == 3

@@ -1,0 +1,61 @@
+"""The API key: one check, used as a router-level dependency so a route cannot forget it.
+
+With `IMAGEGEN_API_KEY` set, a request must carry `Authorization: Bearer <key>` or
+`X-API-Key: <key>`. Only the health router goes without (liveness and a bare readiness status,
+which probes must reach); /metrics goes without when `IMAGEGEN_PUBLIC_METRICS=1`.
+
+The dependencies read the headers themselves rather than through FastAPI's HTTPBearer and
+APIKeyHeader (two more dependencies per request); the OpenAPI declares the schemes instead
+(`SECURITY_SCHEMES`, added by the docs router to every operation that may answer 401).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from service.errors import Unauthorized
+from service.settings import Settings
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <IMAGEGEN_API_KEY>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def key_matches(settings: Settings, given: str | None) -> bool:
+    """True when no key is configured, or `given` is the key (compared in constant time)."""
+    secret = settings.api_key
+    if secret is None:
+        return True
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+
+
+def given_key(request: Request) -> str | None:
+    """The key a request carries, from X-API-Key or a Bearer Authorization header."""
+    key = request.headers.get("x-api-key")
+    if key is not None:
+        return key
+    auth = request.headers.get("authorization", "")
+    return auth[7:] if auth[:7].lower() == "bearer " else None
+
+
+def authorized(request: Request) -> bool:
+    return key_matches(request.app.state.ctx.settings, given_key(request))
+
+
+async def require_key(request: Request) -> None:
+    """Router dependency: 401 unless the request carries the key (when one is set)."""
+    if not authorized(request):
+        raise Unauthorized(
+            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def require_key_unless_public_metrics(request: Request) -> None:
+    if not request.app.state.ctx.settings.public_metrics:
+        await require_key(request)

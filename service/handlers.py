@@ -1,0 +1,100 @@
+"""One error shape for everything: our ServiceErrors, FastAPI's validation errors, routing
+404/405 and crashes all render as `{"error": {"code", "message", ...}}`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import (
+    InvalidParameter,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ServiceError,
+    UnknownParameter,
+    clip,
+)
+from service.params import QUERY_NAMES
+
+log = logging.getLogger("imagegen.app")
+
+# Validation stops reporting after this many errors: the client learns what to fix first, and a
+# body of 340,000 bad items does not turn into a 60 MB answer (issue 16, row 2).
+MAX_REPORTED_ERRORS = 5
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def validation_errors(errors: Sequence[Any]) -> dict[str, Any]:
+    """The first few pydantic errors as `{"errors": [{"loc", "msg", "type"}]}`, without the
+    input values (a client knows what it sent; echoing it back is how bodies balloon)."""
+    shown = [
+        {
+            "loc": [clip(p, 60) if isinstance(p, str) else p for p in e.get("loc", ())],
+            "msg": clip(str(e.get("msg", "")), 200),
+            "type": e.get("type", ""),
+        }
+        for e in errors[:MAX_REPORTED_ERRORS]
+    ]
+    details: dict[str, Any] = {"errors": shown}
+    if len(errors) > MAX_REPORTED_ERRORS:
+        details["more_errors"] = len(errors) - MAX_REPORTED_ERRORS
+    return details
+
+
+def query_error(request: Request, errors: Sequence[Any]) -> ServiceError | None:
+    """A query-model error in the terms of the hand-written checks: unknown names are
+    `unknown_parameter` (listing the allowed ones), a bad value `invalid_parameter`."""
+    query = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("query",)]
+    if not query or len(query) != len(errors):
+        return None
+    unknown = sorted({clip(str(e["loc"][1]), 40) for e in query if e.get("type") == "extra_forbidden"})
+    if unknown:
+        return UnknownParameter(
+            f"unknown query parameter(s) {unknown[:8]}", parameters=unknown[:8], allowed=sorted(QUERY_NAMES)
+        )
+    first = query[0]
+    name = str(first["loc"][1]) if len(first["loc"]) > 1 else "query"
+    if first.get("type") == "missing" and name == "model":
+        models = request.app.state.ctx.registry.ids()
+        return InvalidParameter(
+            "model is required (a model id or a family)", parameter="model", models=models
+        )
+    return InvalidParameter(f"{name}: {clip(str(first.get('msg', '')), 200)}", parameter=name)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        err = query_error(request, errors)
+        if err is None:
+            err = InvalidRequest("request does not match the API", **validation_errors(errors))
+        return error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = clip(request.url.path, 100)
+        if exc.status_code == 404:
+            err: ServiceError = NotFound(f"no route {path}", path=path)
+        elif exc.status_code == 405:
+            err = MethodNotAllowed(
+                f"{request.method} is not allowed on {path}", headers=dict(exc.headers or {})
+            )
+        else:
+            err = ServiceError(clip(str(exc.detail), 200))
+            err.status, err.code = exc.status_code, f"http_{exc.status_code}"
+        return error_response(err)

@@ -1,0 +1,22 @@
+"""GET /metrics (Prometheus text). Behind the key unless IMAGEGEN_PUBLIC_METRICS=1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from service.auth import require_key_unless_public_metrics
+from service.context import Ctx
+from service.metrics import CONTENT_TYPE
+from service.routers.common import KEYED_ERRORS, error_responses
+
+router = APIRouter(
+    tags=["health"],
+    dependencies=[Depends(require_key_unless_public_metrics)],
+    responses=error_responses(*KEYED_ERRORS),
+)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(ctx: Ctx) -> Response:
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
