@@ -27,7 +27,9 @@ async def list_models(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get(
-    "/v1/models/{model_id}", summary="One model: manifest, state, provider", responses=error_responses(404)
+    "/v1/models/{model_id}",
+    summary="One model: manifest, state, provider",
+    responses=error_responses(404, 422),
 )
 async def one_model(request: Request, ctx: Ctx, model_id: str) -> dict[str, Any]:
     served = ctx.registry.models.get(model_id)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.etag import image_etag
 from tests.service.conftest import decode_png
 
 
@@ -161,6 +162,16 @@ def test_etag_and_304(client: httpx.Client, conditional: dict) -> None:
     assert json_tag != first.headers["etag"]
 
 
+def test_etag_covers_the_provider(client: httpx.Client, conditional: dict) -> None:
+    """CPU and CUDA agree within float tolerance, not byte for byte: their ETags must differ."""
+    model = client.get(f"/v1/models/{conditional['id']}").json()
+    served = client.get("/sample", params={"model": conditional["id"], "seed": 9, "n": 2})
+    args = (conditional["id"], model["version"])
+    tail = (9, None, 2, 1, "png")
+    assert served.headers["etag"] == image_etag(*args, model["provider"], *tail)
+    assert image_etag(*args, "cuda", *tail) != image_etag(*args, "cpu", *tail)
+
+
 def test_no_seed_draws_one_and_reports_it(client: httpx.Client, conditional: dict) -> None:
     r = client.get("/sample", params={"model": conditional["id"]})
     assert r.status_code == 200
@@ -240,6 +251,8 @@ def test_metric_names(client: httpx.Client, conditional: dict) -> None:
         "imagegen_requests_total",
         "imagegen_request_seconds_bucket",
         "imagegen_inference_seconds_bucket",
+        "imagegen_queue_seconds_bucket",
+        "imagegen_encode_seconds_bucket",
         "imagegen_batch_size_bucket",
         "imagegen_queue_depth",
         "imagegen_images_total",
