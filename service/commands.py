@@ -22,6 +22,7 @@ from service.settings import Settings, SettingsError, load_settings
 _SERVE_OPTIONS: list[tuple[str, str, type]] = [
     ("--host", "host", str),
     ("--port", "port", int),
+    ("--grpc-port", "grpc_port", int),
     ("--http", "http", str),
     ("--limit-concurrency", "limit_concurrency", int),
     ("--header-timeout", "header_timeout", float),

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server (0: any free port).")
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol over gRPC (on `host`); unset: no gRPC. "
+        "Needs grpcio (pip install 'imagegen[grpc]').",
+    )
     http: Literal["auto", "httptools", "h11"] = Field(
         "auto", description="HTTP parser: auto (httptools when installed, else h11), httptools or h11."
     )
