@@ -149,7 +149,8 @@ def test_failed_model_answers_503_with_reason(degraded: Server) -> None:
 
 
 def _queue_depth(url: str, model: str) -> float:
-    text = httpx.get(url + "/metrics").text
+    # The key of the keyed server below (/metrics needs it there); a server without one ignores it.
+    text = httpx.get(url + "/metrics", headers={"X-API-Key": "s3cret"}).text
     match = re.search(rf'^imagegen_queue_depth{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
 
