@@ -42,6 +42,7 @@ from imagegen.contract.manifest import (
     default_model_id,
     sha256_file,
 )
+from imagegen.contract.triton_config import write_config
 from training.checkpoint import build_model, load_checkpoint
 from training.data import DatasetError
 from training.evaluate import EvalConfig, EvaluationError, comparison_table, measure, regressions
@@ -264,6 +265,7 @@ def export_run(
             manifest.metrics = quality_gate(manifest, staged, model_dir, gate, force)
         shutil.copytree(staged / str(version), model_dir / str(version))
     manifest.write(model_dir)
+    write_config(model_dir, manifest)  # Triton's config.pbtxt, so Triton/KServe can serve models/ too
     Manifest.read(model_dir)  # what the service will read must validate
     if grid is not None:
         render_grid(model_dir, manifest, grid)

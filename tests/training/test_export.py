@@ -43,6 +43,7 @@ def test_export_writes_a_valid_repository_entry(tiny_runs, tmp_path, family, dat
     model_dir = tmp_path / expected_id
     read = Manifest.read(model_dir)
     assert read == manifest
+    assert f'name: "{expected_id}"' in (model_dir / "config.pbtxt").read_text()
     assert read.baseline == (variant == "seed") and read.variant == variant
     onnx_path = read.onnx_path(model_dir)
     assert read.onnx.file == "1/model.onnx" and read.onnx.opset == 17
