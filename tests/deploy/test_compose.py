@@ -28,8 +28,18 @@ METRICS = {
     "imagegen_queue_depth": {"model"},
     "imagegen_images_total": {"model"},
     "imagegen_model_ready": {"model"},
+    # Beyond DESIGN.md: a request's time split into waiting and encoding (service/metrics.py).
+    "imagegen_queue_seconds": {"model"},
+    "imagegen_encode_seconds": {"model"},
 }
-HISTOGRAMS = {"imagegen_request_seconds", "imagegen_inference_seconds", "imagegen_batch_size"}
+BEYOND_DESIGN = {"imagegen_queue_seconds", "imagegen_encode_seconds"}  # no dashboard panel yet
+HISTOGRAMS = {
+    "imagegen_request_seconds",
+    "imagegen_inference_seconds",
+    "imagegen_batch_size",
+    "imagegen_queue_seconds",
+    "imagegen_encode_seconds",
+}
 # Labels Prometheus adds to every scraped series (scrape job, target and our static label).
 TARGET_LABELS = {"job", "instance", "image"}
 GRAFANA_DIR = Path("deploy/grafana")
@@ -261,7 +271,7 @@ def test_dashboard_has_the_required_panels(root: Path) -> None:
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     exprs = " ".join(_exprs(dashboard))
-    for metric in METRICS:
+    for metric in METRICS.keys() - BEYOND_DESIGN:
         assert metric in exprs, f"{metric} is on no panel"
 
 
