@@ -10,7 +10,7 @@ so none of the SDK's dependencies are needed) and writes one JSON Schema per kin
 
 - KServe's own types become `$defs` with `additionalProperties: false`, so a misspelt field fails;
 - Kubernetes types (V1Container, V1Probe, ResourceQuantity, ...) become `$ref`s into
-  kubernetes-validate's `/api/_definitions.json`, resolved by the test against that package's
+  kubernetes-validate's `_definitions.json` (by its $id), resolved by the test against that package's
   strict schemas.
 
 What this loses against the real CRD: enums, formats and defaults that the Go markers add
@@ -32,7 +32,7 @@ KINDS = {  # output file -> (root class, apiVersion, kind)
     "servingruntime-serving-v1alpha1.json": ("V1alpha1ServingRuntime", "serving.kserve.io/v1alpha1",
                                              "ServingRuntime"),
 }
-K8S = "/api/_definitions.json#/$defs/"
+K8S = "https://kubernetes.io/api/_definitions.json#/$defs/"  # the $id of kubernetes-validate's definitions
 # Kubernetes classes of the SDK whose names do not follow V<version><Name> over core/v1 or meta/v1.
 K8S_SPECIAL = {
     "ResourceQuantity": "io.k8s.apimachinery.pkg.api.resource.Quantity",
@@ -152,7 +152,8 @@ def main() -> None:
         root["kind"] = {"const": kind}
         schema["$defs"][root_cls]["required"] = sorted({"apiVersion", "kind", "metadata", "spec"})
         (args.out / filename).write_text(json.dumps(schema, indent=1, sort_keys=False) + "\n")
-        print(f"{filename}: {len(builder.defs)} KServe types; unresolved: {sorted(builder.unknown) or 'none'}")
+        unresolved = sorted(builder.unknown) or "none"
+        print(f"{filename}: {len(builder.defs)} KServe types; unresolved: {unresolved}")
 
 
 if __name__ == "__main__":
