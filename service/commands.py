@@ -137,6 +137,8 @@ def sample_main(argv: list[str]) -> int:
         entry = repository.check(settings.models_dir / served.id)
         if entry.error is not None:
             raise ModelLoadError(entry.error)
+        # repository.check() gives both whenever it reports no error
+        assert entry.onnx_path is not None and entry.manifest is not None
         runtime = ModelRuntime.load(entry.onnx_path, entry.manifest, options)
         get = image_request(
             served,
@@ -159,6 +161,6 @@ def sample_main(argv: list[str]) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
     print(
-        f"wrote {args.out} (model {served.id} v{served.manifest.version}, seed {get.seed}, n {get.request.n})"
+        f"wrote {args.out} (model {served.id} v{entry.manifest.version}, seed {get.seed}, n {get.request.n})"
     )
     return 0

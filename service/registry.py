@@ -96,6 +96,13 @@ class ServedModel:
     def lookup_class(self, name: str) -> int | None:
         return self.class_index.get(_class_key(name))
 
+    def require_manifest(self) -> Manifest:
+        """The manifest, which every model past the repository's schema check has (every ready
+        model does); RuntimeError for a folder whose manifest did not parse."""
+        if self.manifest is None:
+            raise RuntimeError(f"model {self.id!r} has no valid manifest: {self.reason}")
+        return self.manifest
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"id": self.id, "state": self.state, "reason": self.reason}
         if self.state == "ready":
@@ -140,6 +147,8 @@ class Registry:
             if entry.error is not None:
                 self._fail(served, entry.error)
                 continue
+            # repository.check() gives both whenever it reports no error
+            assert entry.onnx_path is not None and entry.manifest is not None
             try:
                 runtime = await loop.run_in_executor(
                     self.executor, ModelRuntime.load, entry.onnx_path, entry.manifest, self.options
@@ -235,10 +244,14 @@ class Registry:
 
     def get(self, model_id: str) -> ServedModel:
         """The model with this id, ready to serve; UnknownModel / ModelUnavailable otherwise."""
+        return self._usable(self.known(model_id))
+
+    def known(self, model_id: str) -> ServedModel:
+        """The model with this id, whatever its state; UnknownModel listing the ids otherwise."""
         served = self.models.get(model_id)
         if served is None:
             raise UnknownModel(f"unknown model {model_id!r}", models=self.ids())
-        return self._usable(served)
+        return served
 
     def resolve(self, model: str, dataset: str | None = None) -> ServedModel:
         """`model` is an id, or a family resolved (with `dataset`) to its non-baseline model."""
@@ -276,10 +289,10 @@ class Registry:
             )
             raise UnknownModel(f"unknown model {family!r}: {hint}", models=self.ids(), families=known)
         matches = sorted(
-            (m for m in family_models if m.manifest.dataset == dataset),
-            key=lambda m: (m.manifest.baseline, m.id),
+            (m for m in family_models if m.require_manifest().dataset == dataset),
+            key=lambda m: (m.require_manifest().baseline, m.id),
         )
-        if matches and not matches[0].manifest.baseline:
+        if matches and not matches[0].require_manifest().baseline:
             return matches[0]
         if matches:  # only baselines: they answer to their ids, never in place of the family's model
             baselines = [m.id for m in matches]
@@ -292,7 +305,7 @@ class Registry:
         raise UnknownModel(
             f"family {family!r} has no model for dataset {dataset!r}",
             models=self.ids(),
-            datasets=sorted({m.manifest.dataset for m in family_models}),
+            datasets=sorted({m.require_manifest().dataset for m in family_models}),
         )
 
     def _usable(self, served: ServedModel) -> ServedModel:

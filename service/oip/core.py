@@ -14,10 +14,11 @@ import logging
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from imagegen.contract.manifest import Manifest
 from imagegen.contract.sampling import MAX_SEED, default_labels
 from imagegen.contract.triton_config import PLATFORM, model_config
 from service.batching import BatcherStopped, Job, QueueFull
@@ -135,7 +136,7 @@ class InferenceService:
         s = self.settings
         return model_config(manifest, s.max_batch, int(s.max_delay_ms * 1000))
 
-    def _manifest(self, served: ServedModel):
+    def _manifest(self, served: ServedModel) -> Manifest:
         if served.manifest is None:
             raise ProtocolError("unavailable", f"model {served.id!r} failed to load: {served.reason}")
         return served.manifest
@@ -178,7 +179,7 @@ class InferenceService:
 
     def _inputs(self, served: ServedModel, tensors: list[Tensor]) -> dict[str, np.ndarray]:
         """Input name -> array, each an input of the model with the model's datatype."""
-        manifest = served.manifest
+        manifest = self._manifest(served)
         found: dict[str, np.ndarray] = {}
         for tensor in tensors:
             if tensor.name not in manifest.inputs:
@@ -200,7 +201,7 @@ class InferenceService:
     def _tensor_request(
         self, served: ServedModel, inputs: dict[str, np.ndarray]
     ) -> tuple[TensorRequest, int]:
-        manifest = served.manifest
+        manifest = self._manifest(served)
         missing = sorted(set(manifest.inputs) - set(inputs))
         if missing:
             raise ProtocolError(
@@ -231,7 +232,7 @@ class InferenceService:
             raise ProtocolError(
                 "invalid", f"input 'label' must have shape [N] or [N, 1], got {list(label.shape)}"
             )
-        top = served.manifest.num_classes - 1
+        top = self._manifest(served).num_classes - 1
         if label.size and (label.min() < 0 or label.max() > top):
             raise ProtocolError("invalid", f"input 'label' values must be classes in [0, {top}]")
         return np.ascontiguousarray(label, dtype=np.int64)
@@ -252,7 +253,7 @@ class InferenceService:
     def _seed_request(
         self, served: ServedModel, inputs: dict[str, np.ndarray], seeds: list[int], labels_param: Any
     ) -> tuple[ImageRequest, int]:
-        manifest = served.manifest
+        manifest = self._manifest(served)
         n = self._check_n(len(seeds))
         if "z" in inputs:
             raise ProtocolError("invalid", "give the z input or the seeds parameter, not both")
@@ -307,7 +308,8 @@ class InferenceService:
         except BatcherStopped:
             raise ProtocolError("unavailable", "the server is shutting down") from None
         try:
-            return await future
+            # the batcher carries any result; both payloads here finish as the float32 array
+            return cast(np.ndarray, await future)
         except Exception as exc:
             log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
             raise ProtocolError("internal", f"inference failed for model {served.id!r}") from None

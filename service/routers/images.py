@@ -72,7 +72,7 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
     if get.seed_given:
         req = get.request
         etag = image_etag(
-            served.id, served.manifest.version, served.provider or "", get.seed,
+            served.id, served.require_manifest().version, served.provider or "", get.seed,
             get.class_index, req.n, req.scale, get.fmt,
         )  # fmt: skip
         headers["ETag"] = etag
@@ -85,7 +85,7 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
     if get.fmt == "json":
         body = {
             "model": served.id,
-            "version": served.manifest.version,
+            "version": served.require_manifest().version,
             "seed": get.seed,
             "n": get.request.n,
             "scale": get.request.scale,
@@ -129,7 +129,7 @@ async def images(request: Request, ctx: Ctx) -> Response:
         return Response(result, media_type="application/x-npy", headers=headers)
     payload = {
         "model": served.id,
-        "version": served.manifest.version,
+        "version": served.require_manifest().version,
         "scale": req.scale,
         "images": _image_entries(served, req, result),
     }
@@ -166,7 +166,7 @@ async def _run(served: ServedModel, image_request: ImageRequest) -> Any:
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:
-    manifest = served.manifest
+    manifest = served.require_manifest()
     conditional = manifest.conditional
     return [
         {
@@ -180,4 +180,5 @@ def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> l
 
 
 def _model_headers(served: ServedModel, seed: int) -> dict[str, str]:
-    return {"X-Model-Id": served.id, "X-Model-Version": str(served.manifest.version), "X-Seed": str(seed)}
+    version = served.require_manifest().version
+    return {"X-Model-Id": served.id, "X-Model-Version": str(version), "X-Seed": str(seed)}

@@ -32,8 +32,6 @@ async def list_models(ctx: Ctx) -> dict[str, Any]:
     responses=error_responses(404, 422),
 )
 async def one_model(request: Request, ctx: Ctx, model_id: str) -> dict[str, Any]:
-    served = ctx.registry.models.get(model_id)
-    if served is None:
-        ctx.registry.get(model_id)  # raises UnknownModel listing the ids
+    served = ctx.registry.known(model_id)
     request.scope["state"]["model"] = served.id
     return served.describe()
