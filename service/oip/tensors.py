@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,13 +48,23 @@ class Tensor:
     data: np.ndarray
 
 
-def check_header(name: Any, datatype: Any, shape: Any, max_elements: int) -> tuple[np.dtype, int]:
-    """(numpy dtype, element count) of a tensor header; refuses unknown types and absurd shapes."""
+class Header(NamedTuple):
+    """A tensor's checked name, datatype and shape, with its numpy type and element count."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    size: int  # element count
+
+
+def check_header(name: object, datatype: object, shape: object, max_elements: int) -> Header:
+    """The header of a tensor as a client sent it, checked; refuses unknown types and absurd shapes."""
     if not isinstance(name, str) or not name:
         raise ProtocolError("invalid", "every tensor needs a non-empty string 'name'")
     if datatype == "BYTES" or datatype == "BF16":
         raise ProtocolError("invalid", f"tensor {name!r}: datatype {datatype} is not supported here")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise ProtocolError(
             "invalid", f"tensor {name!r}: unknown datatype {str(datatype)[:20]!r}; one of {sorted(DTYPES)}"
         )
@@ -74,12 +84,13 @@ def check_header(name: Any, datatype: Any, shape: Any, max_elements: int) -> tup
             raise ProtocolError(
                 "invalid", f"tensor {name!r}: shape {list(shape)[:MAX_DIMS]} is over {max_elements} elements"
             )
-    return DTYPES[datatype], count
+    return Header(name, datatype, tuple(shape), DTYPES[datatype], count)
 
 
-def from_bytes(name: str, datatype: str, shape: Sequence[int], raw: bytes, max_elements: int) -> Tensor:
-    """A tensor from its raw bytes: little-endian, row-major, exactly count * itemsize bytes."""
-    dtype, count = check_header(name, datatype, shape, max_elements)
+def from_bytes(name: object, datatype: object, shape: object, raw: bytes, max_elements: int) -> Tensor:
+    """A tensor from its raw bytes: little-endian, row-major, exactly count * itemsize bytes.
+    Name, datatype and shape are as the client sent them: check_header checks them first."""
+    name, datatype, shape, dtype, count = check_header(name, datatype, shape, max_elements)
     if len(raw) != count * dtype.itemsize:
         raise ProtocolError(
             "invalid",
@@ -87,12 +98,13 @@ def from_bytes(name: str, datatype: str, shape: Sequence[int], raw: bytes, max_e
             f"{count * dtype.itemsize}",
         )
     array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)  # a native, writable copy
-    return Tensor(name, datatype, tuple(shape), array.reshape(shape))
+    return Tensor(name, datatype, shape, array.reshape(shape))
 
 
-def from_values(name: str, datatype: str, shape: Sequence[int], values: Any, max_elements: int) -> Tensor:
-    """A tensor from a list of numbers, flat or nested row-major (JSON `data`, protobuf contents)."""
-    dtype, count = check_header(name, datatype, shape, max_elements)
+def from_values(name: object, datatype: object, shape: object, values: Any, max_elements: int) -> Tensor:
+    """A tensor from a list of numbers, flat or nested row-major (JSON `data`, protobuf contents).
+    Name, datatype and shape are as the client sent them: check_header checks them first."""
+    name, datatype, shape, dtype, count = check_header(name, datatype, shape, max_elements)
     if not isinstance(values, Sequence) or isinstance(values, str | bytes):
         raise ProtocolError("invalid", f"tensor {name!r}: data must be an array of numbers")
     try:
@@ -105,7 +117,7 @@ def from_values(name: str, datatype: str, shape: Sequence[int], values: Any, max
         raise ProtocolError(
             "invalid", f"tensor {name!r}: {array.size} values, but shape {list(shape)} needs {count}"
         )
-    return Tensor(name, datatype, tuple(shape), _cast(name, datatype, dtype, array).reshape(shape))
+    return Tensor(name, datatype, shape, _cast(name, datatype, dtype, array).reshape(shape))
 
 
 def _cast(name: str, datatype: str, dtype: np.dtype, array: np.ndarray) -> np.ndarray:

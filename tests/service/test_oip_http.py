@@ -276,6 +276,10 @@ def test_malformed_bodies_are_400_in_the_protocol_shape(server: Server, conditio
             json.dumps({"inputs": [{**z_header, "shape": [2**40, 2**40], "data": [0.0]}, label]}).encode(),
             {},
         ),
+        "datatype not a string": (  # was a 500: an unhashable datatype looked up in DTYPES
+            json.dumps({"inputs": [{**z_header, "datatype": ["FP32"], "data": [0.0] * latent_dim}]}).encode(),
+            {},
+        ),
         "unknown encoding": (b"{}", {"Content-Encoding": "br"}),
         "broken gzip": (b"\x1f\x8b\x08garbage", {"Content-Encoding": "gzip"}),
     }
