@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
@@ -22,7 +22,7 @@ class Context:
 
 
 async def get_context(request: Request) -> Context:
-    return request.app.state.ctx
+    return cast(Context, request.app.state.ctx)  # set by create_app; starlette's State is untyped
 
 
 Ctx = Annotated[Context, Depends(get_context)]

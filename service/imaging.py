@@ -15,6 +15,7 @@ import io
 import math
 import struct
 import zlib
+from typing import cast
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def tile(images: np.ndarray) -> np.ndarray:
     """
     n, h, w, c = images.shape
     if n == 1:
-        return images[0]
+        return cast(np.ndarray, images[0])  # numpy types an integer index as Any
     rows, cols = grid_shape(n)
     canvas = np.zeros((rows * cols, h, w, c), dtype=np.uint8)
     canvas[:n] = images

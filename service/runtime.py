@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -102,8 +103,8 @@ class ModelRuntime:
                 binding.bind_cpu_input(name, value)
             binding.bind_output(OUTPUT, "cuda")
             self.session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-        return self.session.run([OUTPUT], feeds)[0]
+            return cast(np.ndarray, binding.copy_outputs_to_cpu()[0])  # onnxruntime is untyped
+        return cast(np.ndarray, self.session.run([OUTPUT], feeds)[0])
 
     def warm(self) -> None:
         """Run once so the first request pays no allocation or kernel-selection cost; check the output."""
