@@ -53,7 +53,7 @@ _REFUSAL = (
 )
 
 
-class _Limits:
+class _Limits(asyncio.Protocol):
     """Mixed in before a uvicorn HTTP protocol class: header timeout and connection cap.
 
     Class attributes are set per server by `protocol_class`; the rest is per connection."""
@@ -70,8 +70,9 @@ class _Limits:
     loop: asyncio.AbstractEventLoop
     cycle: Any
 
+    # The loop hands a stream protocol a Transport: narrowed as uvicorn's own protocols do.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         # `connections` now includes this one.
         if len(self.connections) > self.max_connections:
             self._refusals.warning(
@@ -86,13 +87,13 @@ class _Limits:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         # The next request's headers get the same bound as the first one's. Armed before uvicorn's
         # own handler, which may start a pipelined request whose headers are already in.
         self._arm_header_timer()
-        super().on_response_complete()  # type: ignore[misc]
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's method, after this mixin
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -213,7 +214,8 @@ def build_server(app: Any, settings: Settings) -> Server:
         log_level=settings.log_level.lower(),
         backlog=4096,
         server_header=False,
-        timeout_keep_alive=settings.keepalive_timeout,
+        # uvicorn annotates both int; it passes them on as seconds (call_later, wait_for): floats work
+        timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]
     )
     description = (

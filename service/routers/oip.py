@@ -24,7 +24,7 @@ from service.auth import authorized
 from service.errors import ServiceError
 from service.oip import rest
 from service.oip.core import InferenceService
-from service.oip.errors import HTTP_STATUS, ProtocolError, from_service_error
+from service.oip.errors import HTTP_STATUS, Kind, ProtocolError, from_service_error
 
 log = logging.getLogger("imagegen.oip")
 
@@ -57,7 +57,7 @@ class ProtocolRoute(APIRoute):
             except ServiceError as exc:
                 return protocol_error_response(from_service_error(exc))
             except HTTPException as exc:
-                kind = "not_found" if exc.status_code == 404 else "invalid"
+                kind: Kind = "not_found" if exc.status_code == 404 else "invalid"
                 return protocol_error_response(ProtocolError(kind, str(exc.detail)))
             except Exception as exc:
                 log.error("unhandled error on %s", request.url.path, exc_info=exc)
@@ -223,7 +223,7 @@ async def no_such_route(request: Request, rest_of_path: str) -> Response:
         method
         for route in (*_open.routes, *_keyed.routes)
         if isinstance(route, APIRoute) and route.matches(request.scope)[0] == Match.PARTIAL
-        for method in route.methods
+        for method in route.methods or ()  # typed Optional; an APIRoute always has its methods
     )
     if allowed:
         return Response(
