@@ -18,7 +18,7 @@ from service.body import read_json
 from service.context import Ctx
 from service.errors import InferenceFailed, InvalidParameter, InvalidRequest, Overloaded, ShuttingDown
 from service.etag import etag_matches, image_etag
-from service.generation import ImageRequest
+from service.generation import ImageRequest, TensorRequest
 from service.handlers import validation_errors
 from service.params import ImageQuery, ImagesBody, body_request, check_item_count, query_request, read_query
 from service.registry import ServedModel
@@ -146,7 +146,7 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
                 check_item_count(len(value), max_items)
 
 
-async def _run(served: ServedModel, image_request: ImageRequest) -> Any:
+async def _run(served: ServedModel, image_request: ImageRequest | TensorRequest) -> Any:
     assert served.batcher is not None
     try:
         future = served.batcher.submit(Job(size=image_request.n, payload=image_request))
