@@ -14,7 +14,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -95,6 +95,7 @@ class ImageQuery(BaseModel):
 
 
 QUERY_NAMES = frozenset(f.alias or name for name, f in ImageQuery.model_fields.items())
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
 
 def read_query(items: Iterable[tuple[str, str]]) -> ImageQuery:
@@ -103,19 +104,26 @@ def read_query(items: Iterable[tuple[str, str]]) -> ImageQuery:
     wins'). Linear in the number of pairs: a quadratic check stalled the server for 14.7 s on
     25,000 repeats (issue 16, row 1). Names and lengths are the model's; FastAPI's own query-model
     parameter costs ~150 us more per request (measured, docs/service.md), so it only documents."""
+    return read_query_as(ImageQuery, items)
+
+
+def read_query_as(model: type[QueryModel], items: Iterable[tuple[str, str]]) -> QueryModel:
+    """`read_query` for any query model (the latent tools' too): repeated and unknown names are
+    422s, then the model validates names and lengths."""
+    names = frozenset(f.alias or name for name, f in model.model_fields.items())
     pairs = list(items)
     values = dict(pairs)
     if len(values) != len(pairs):
         counts = Counter(name for name, _ in pairs)
         repeated = sorted(clip(k, 40) for k, c in counts.items() if c > 1)[:8]
         raise InvalidParameter(f"query parameter(s) {repeated} given more than once", parameters=repeated)
-    unknown = sorted(clip(k, 40) for k in values.keys() - QUERY_NAMES)[:8]
+    unknown = sorted(clip(k, 40) for k in values.keys() - names)[:8]
     if unknown:
         raise UnknownParameter(
-            f"unknown query parameter(s) {unknown}", parameters=unknown, allowed=sorted(QUERY_NAMES)
+            f"unknown query parameter(s) {unknown}", parameters=unknown, allowed=sorted(names)
         )
     try:
-        return ImageQuery.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         raise query_value_error(exc.errors()) from None
 

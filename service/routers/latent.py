@@ -1,0 +1,347 @@
+"""Latent tools: GET /interpolate (a strip between two seeds) and POST /v1/reconstruct (a VAE's
+encode-decode of an uploaded image). The engine side is service.latent; the decoder runs through
+the model's batcher like every other request, the encoder and image work in the worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegen.contract.sampling import default_label
+from service import latent
+from service.auth import require_key
+from service.batching import BatcherStopped, Job, QueueFull
+from service.body import read_body
+from service.context import Context, Ctx
+from service.errors import (
+    InferenceFailed,
+    InvalidParameter,
+    ModelLoadError,
+    ModelUnavailable,
+    Overloaded,
+    ParameterNotSupported,
+    ShuttingDown,
+    clip,
+)
+from service.etag import etag_matches
+from service.generation import TensorRequest
+from service.params import (
+    MAX_ID_CHARS,
+    CountText,
+    FormatText,
+    IdText,
+    IndexText,
+    SeedText,
+    check_output_size,
+    parse_int,
+    parse_seed,
+    read_query_as,
+    resolve_class,
+)
+from service.registry import ServedModel
+from service.routers.common import KEYED_ERRORS, error_responses, query_parameters
+
+router = APIRouter(
+    tags=["latent"],
+    dependencies=[Depends(require_key)],
+    responses=error_responses(*KEYED_ERRORS, 404, 422, 503),
+)
+
+T = TypeVar("T")
+log = logging.getLogger("imagegen.routes")
+
+
+class _ModelQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str = Field(max_length=MAX_ID_CHARS, description="A model id (`gan-mnist`) or a family (`gan`).")
+    dataset: IdText = Field(None, description="Dataset when `model` is a family: mnist, fashion, emoji.")
+    digit: IndexText = Field(None, description="Class index 0..num_classes-1 (conditional models only).")
+    class_: IdText = Field(None, alias="class", description="Class name or index (conditional models only).")
+    scale: CountText = Field(None, description="Nearest-neighbour upscale factor (1..max_scale).")
+    format: FormatText = Field(None, description="png (default) or json.")
+
+
+class InterpolateQuery(_ModelQuery):
+    """GET /interpolate: the latents of seed_a and seed_b, walked by spherical interpolation."""
+
+    seed_a: SeedText = Field(description="Seed of the strip's first image (its latent, as /sample's).")
+    seed_b: SeedText = Field(description="Seed of the strip's last image.")
+    steps: CountText = Field(
+        None, description=f"Images in the strip, {latent.MIN_STEPS}..{latent.MAX_STEPS} (default 8)."
+    )
+
+
+class ReconstructQuery(_ModelQuery):
+    """POST /v1/reconstruct: the query; the body is the image."""
+
+
+# -- GET /interpolate -------------------------------------------------------------------------
+
+
+@router.get(
+    "/interpolate",
+    summary="A strip walking the latent between two seeds",
+    openapi_extra={"parameters": query_parameters(InterpolateQuery)},
+    responses={
+        200: {
+            "description": "A PNG strip (left to right), or JSON with format=json.",
+            "content": {"image/png": {}, "application/json": {}},
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    },
+)
+async def interpolate(request: Request, ctx: Ctx) -> Response:
+    """`/interpolate?model=gan-mnist&seed_a=1&seed_b=2&steps=8`: images of the slerp between the
+    two seeds' latents (image 0 is /sample's image of seed_a, the last one seed_b's), one class."""
+    query = _read(ctx, InterpolateQuery, request)
+    served = _served(ctx, request, query.model, query.dataset)
+    manifest = served.manifest
+    assert manifest is not None
+    if "z" not in manifest.inputs:
+        raise ParameterNotSupported(
+            f"model {served.id!r} has no latent (it takes only a class); interpolate works with "
+            "models that take z",
+            parameter="model",
+            models=_ready_ids(ctx, lambda m: "z" in m.manifest.inputs),
+        )
+    seed_a, seed_b = parse_seed(query.seed_a), parse_seed(query.seed_b)
+    assert seed_a is not None and seed_b is not None  # required by the query model
+    steps = (
+        8
+        if query.steps is None
+        else parse_int("steps", query.steps, low=latent.MIN_STEPS, high=latent.MAX_STEPS)
+    )
+    scale, fmt = _scale_and_format(ctx, query)
+    check_output_size(manifest, steps, scale)
+    klass = resolve_class(served, query.digit, query.class_)
+    label = klass if klass is not None else default_label(seed_a, manifest.num_classes)
+    headers = _headers(served) | {"X-Seed": str(seed_a)}
+    etag = _etag(served, "interpolate", seed_a, seed_b, steps, label, scale, fmt)
+    headers |= {"ETag": etag, "Cache-Control": "public, max-age=86400"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    feeds = {"z": latent.interpolation_latents(seed_a, seed_b, manifest.latent_dim, steps)}
+    if "label" in manifest.inputs:
+        feeds["label"] = np.full(steps, label, dtype=np.int64)
+    images = await _decode(served, TensorRequest(feeds))
+    if fmt == "png":
+        strip = await _off_loop(ctx, latent.strip_png, images, scale)
+        return Response(strip, media_type="image/png", headers=headers)
+    pngs = await _off_loop(ctx, latent.png_list, images, scale)
+    body = {
+        "model": served.id,
+        "version": manifest.version,
+        "seed_a": seed_a,
+        "seed_b": seed_b,
+        "steps": steps,
+        "scale": scale,
+        "label": label if manifest.conditional else None,
+        "class_name": manifest.class_names[label] if manifest.conditional else None,
+        "images": [
+            {"t": t, "png_base64": _b64(png)}
+            for t, png in zip(latent.interpolation_ts(steps), pngs, strict=True)
+        ],
+    }
+    return JSONResponse(body, headers=headers)
+
+
+# -- POST /v1/reconstruct ---------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/reconstruct",
+    summary="A VAE's encode-decode of an uploaded image",
+    openapi_extra={
+        "parameters": query_parameters(ReconstructQuery),
+        "requestBody": {
+            "required": True,
+            "description": "A PNG or JPEG image: the raw body (Content-Type image/png or image/jpeg), "
+            "or a multipart/form-data field `file`. Converted to the model's channels and size.",
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+        },
+    },
+    responses={
+        200: {
+            "description": "The reconstruction PNG, or JSON with format=json (with the latent).",
+            "content": {"image/png": {}, "application/json": {}},
+        },
+        **error_responses(413, 415),
+    },
+)
+async def reconstruct(request: Request, ctx: Ctx) -> Response:
+    """The encoder's mean (mu) of the image, drawn back by the decoder. Without `class=` a
+    conditional VAE tries every class and keeps the closest reconstruction (`X-Class`)."""
+    query = _read(ctx, ReconstructQuery, request)
+    served = _served(ctx, request, query.model, query.dataset)
+    manifest = served.manifest
+    assert manifest is not None
+    if not latent.has_encoder(manifest):
+        raise ParameterNotSupported(
+            f"model {served.id!r} has no encoder; reconstruct works with the VAE models",
+            parameter="model",
+            models=_ready_ids(ctx, lambda m: latent.has_encoder(m.manifest)),
+        )
+    scale, fmt = _scale_and_format(ctx, query)
+    check_output_size(manifest, 1, scale)
+    klass = resolve_class(served, query.digit, query.class_)
+    content_type = request.headers.get("content-type", "")
+    latent.check_upload_type(content_type)
+    body = await read_body(request, ctx.settings.max_body_bytes)
+    original = await _off_loop(ctx, _decode_upload, content_type, body, manifest.image)
+    encoder = await _off_loop(ctx, _load_encoder, _encoders(request, ctx), served)
+    candidates = [klass] if klass is not None else list(range(manifest.num_classes))
+    if not manifest.conditional:
+        candidates = [0]
+    labels = np.asarray(candidates, dtype=np.int64)
+    images_in = np.repeat(original, len(candidates), axis=0)
+    mu = await _off_loop(ctx, encoder.encode, images_in, labels)
+    feeds = {"z": mu.astype(np.float32)}
+    if "label" in manifest.inputs:
+        feeds["label"] = labels
+    images = await _decode(served, TensorRequest(feeds))
+    errors = latent.reconstruction_error(original, images)
+    best = int(np.argmin(errors))
+    headers = _headers(served) | {"Cache-Control": "no-store"}
+    if manifest.conditional:
+        headers["X-Class"] = str(candidates[best])
+    [png] = await _off_loop(ctx, latent.png_list, images[best : best + 1], scale)
+    if fmt == "png":
+        return Response(png, media_type="image/png", headers=headers)
+    [seen] = await _off_loop(ctx, latent.png_list, original, scale)
+    return JSONResponse(
+        {
+            "model": served.id,
+            "version": manifest.version,
+            "label": candidates[best] if manifest.conditional else None,
+            "class_name": manifest.class_names[candidates[best]] if manifest.conditional else None,
+            "class_given": klass is not None,
+            "latent": [float(v) for v in mu[best]],
+            "mse": float(errors[best]),
+            "scale": scale,
+            "input_png_base64": _b64(seen),
+            "png_base64": _b64(png),
+        },
+        headers=headers,
+    )
+
+
+def _decode_upload(content_type: str, body: bytes, spec: Any) -> np.ndarray:
+    return latent.model_input(latent.decode_image(latent.read_upload(content_type, body)), spec)
+
+
+def _load_encoder(encoders: latent.Encoders, served: ServedModel) -> latent.Encoder:
+    assert served.manifest is not None
+    try:
+        return encoders.get(served.manifest)
+    except ModelLoadError as exc:
+        raise ModelUnavailable(
+            f"the encoder of {served.id!r} cannot be loaded: {exc}", model=served.id
+        ) from None
+
+
+def _encoders(request: Request, ctx: Context) -> latent.Encoders:
+    """One Encoders per app, made on first use and kept in the app's state."""
+    state = request.app.state
+    if getattr(state, "encoders", None) is None:
+        state.encoders = latent.Encoders(ctx.settings.models_dir, ctx.settings.cpu_threads)
+    encoders: latent.Encoders = state.encoders
+    return encoders
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+
+def _read(ctx: Context, model: type[T], request: Request) -> T:
+    try:
+        return read_query_as(model, request.query_params.multi_items())  # type: ignore[type-var]
+    except InvalidParameter as exc:
+        if exc.details.get("parameter") == "model":
+            exc.details["models"] = ctx.registry.ids()
+        raise
+
+
+def _served(ctx: Context, request: Request, model: str, dataset: str | None) -> ServedModel:
+    served = ctx.registry.resolve(model, dataset)
+    request.scope["state"]["model"] = served.id
+    return served
+
+
+def _scale_and_format(ctx: Context, query: _ModelQuery) -> tuple[int, str]:
+    scale = 1 if query.scale is None else parse_int("scale", query.scale, low=1, high=ctx.settings.max_scale)
+    fmt = (query.format or "png").strip().lower()
+    if fmt not in ("png", "json"):
+        raise InvalidParameter(
+            f"format must be one of ['png', 'json'], got {clip(query.format or '', 20)!r}",
+            parameter="format",
+            allowed=["png", "json"],
+        )
+    return scale, fmt
+
+
+def _ready_ids(ctx: Context, keep: Callable[[ServedModel], bool]) -> list[str]:
+    return [
+        i for i, m in sorted(ctx.registry.models.items()) if m.state == "ready" and m.manifest and keep(m)
+    ]
+
+
+def _headers(served: ServedModel) -> dict[str, str]:
+    assert served.manifest is not None
+    return {"X-Model-Id": served.id, "X-Model-Version": str(served.manifest.version)}
+
+
+def _etag(served: ServedModel, *parts: object) -> str:
+    """Everything the bytes depend on, provider included (as service.etag's image ETag)."""
+    assert served.manifest is not None
+    key = "|".join(str(p) for p in (served.id, served.manifest.version, served.provider or "", *parts))
+    return '"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
+
+
+async def _decode(served: ServedModel, request: TensorRequest) -> np.ndarray:
+    """The decoder's images for these feeds, through the model's batcher (merged with the image
+    requests of the same model), with the batcher's refusals as our 503s."""
+    assert served.batcher is not None
+    try:
+        future = served.batcher.submit(Job(size=request.n, payload=request))
+    except QueueFull as exc:
+        raise Overloaded(
+            f"model {served.id!r} is at its queue limit ({exc}); retry shortly",
+            headers={"Retry-After": "1"},
+            model=served.id,
+        ) from None
+    except BatcherStopped:
+        raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
+    try:
+        images: np.ndarray = await future
+    except Exception as exc:
+        log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
+        raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
+    return images
+
+
+async def _off_loop(ctx: Context, fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(ctx.registry.executor, fn, *args)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
