@@ -36,6 +36,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     metrics.router,
     docs.router,
+    docs.pages,
     oip.router,
     latent.router,
 ]

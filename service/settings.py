@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path("./models"), description="Model repository: <id>/manifest.json + <id>/<version>/model.onnx."
     )
+    grids_dir: Path | None = Field(
+        Path("./docs/grids"),
+        description="Folder of training sample grids (`<model-id>.png`) the playground's model card "
+        "shows (GET /v1/models/{id}/grid); a missing folder or file is a 404.",
+    )
     provider: Literal["auto", "cuda", "cpu"] = Field(
         "auto",
         description="auto: CUDA when onnxruntime offers it and a GPU answers, else CPU; "

@@ -1,4 +1,9 @@
-"""GET /docs, GET /openapi.json and the playground page GET /: behind the key, like the API.
+"""GET /docs, GET /redoc and GET /openapi.json behind the key, like the API; the playground page
+GET / and its files under GET /static/ without it (the same bytes for everyone, no data: every
+request the page makes carries the key the user typed, so the page must load to ask for it).
+
+/docs and /redoc load their scripts from /static/vendor (Swagger UI and ReDoc, vendored with
+their licenses in service/static/vendor/), so they work without network access.
 
 The OpenAPI is FastAPI's own, from the routers' parameter and body models, with the served
 model ids, families, datasets and class names filled in as enums (known only once the
@@ -8,19 +13,38 @@ repository is scanned), so a schema-driven client or fuzzer reaches image genera
 from __future__ import annotations
 
 import copy
+import functools
+import mimetypes
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from service.auth import SECURITY_SCHEMES, require_key
 from service.context import Ctx
+from service.errors import NotFound, clip
 from service.registry import Registry
-from service.routers.common import KEYED_ERRORS, error_responses
+from service.routers.common import COMMON_ERRORS, KEYED_ERRORS, error_responses
 
 router = APIRouter(
     dependencies=[Depends(require_key)], responses=error_responses(*KEYED_ERRORS), include_in_schema=False
+)
+# The playground's page and static files: public (see the module docstring).
+pages = APIRouter(responses=error_responses(*COMMON_ERRORS), include_in_schema=False)
+
+STATIC = "/static"
+SWAGGER_JS = f"{STATIC}/vendor/swagger-ui/swagger-ui-bundle.js"
+SWAGGER_CSS = f"{STATIC}/vendor/swagger-ui/swagger-ui.css"
+FAVICON = f"{STATIC}/vendor/swagger-ui/favicon-32x32.png"
+REDOC_JS = f"{STATIC}/vendor/redoc/redoc.standalone.js"
+# The docs pages may load nothing from elsewhere: ReDoc's footer asks a CDN for its logo (the
+# bundle hides the image when that fails), and this keeps any such request from leaving at all.
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:"
 )
 
 
@@ -31,12 +55,73 @@ async def openapi(request: Request, ctx: Ctx) -> JSONResponse:
 
 @router.get("/docs")
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="imagegen API")
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="imagegen API",
+        swagger_js_url=SWAGGER_JS,
+        swagger_css_url=SWAGGER_CSS,
+        swagger_favicon_url=FAVICON,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
+    )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
-@router.get("/")
+@router.get("/redoc")
+async def redoc() -> HTMLResponse:
+    page = get_redoc_html(
+        openapi_url="/openapi.json",
+        title="imagegen API",
+        redoc_js_url=REDOC_JS,
+        redoc_favicon_url=FAVICON,
+        with_google_fonts=False,
+    )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+@router.get("/v1/models/{model_id}/grid")
+async def training_grid(ctx: Ctx, model_id: str) -> Response:
+    """The model's sample grid from training (`<grids_dir>/<id>.png`), for the playground's card."""
+    grids = ctx.settings.grids_dir
+    if model_id not in ctx.registry.models or grids is None:
+        raise NotFound(f"no training grid for {clip(model_id, 60)!r}", path="grid")
+    path = grids / f"{model_id}.png"
+    if not path.is_file():
+        raise NotFound(f"no training grid for {model_id!r}", path="grid")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/")
 async def playground(ctx: Ctx) -> HTMLResponse:
-    return HTMLResponse(ctx.playground)
+    return HTMLResponse(ctx.playground, headers={"Cache-Control": "no-cache"})
+
+
+@pages.get(STATIC + "/{name:path}")
+async def static_file(name: str) -> Response:
+    """A file of service/static/ (the playground's script and style, the vendored docs UIs)."""
+    path = _static_path(name)
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    cache = "public, max-age=86400" if name.startswith("vendor/") else "no-cache"
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": cache})
+
+
+@functools.cache
+def _static_root() -> Path:
+    return Path(str(resources.files("service").joinpath("static"))).resolve()
+
+
+def _static_path(name: str) -> Path:
+    """The file under service/static/ named by `name`; 404 for anything else (`..` included)."""
+    root = _static_root()
+    try:
+        path = (root / name).resolve()
+        found = path.is_relative_to(root) and path.is_file() and not path.name.startswith(".")
+    except (OSError, ValueError):  # e.g. a NUL byte in the name
+        found = False
+    if not found:
+        raise NotFound(f"no static file {clip(name, 60)!r}", path=clip(STATIC + "/" + name, 100))
+    return path
 
 
 def with_security(spec: dict[str, Any]) -> dict[str, Any]:

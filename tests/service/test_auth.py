@@ -1,6 +1,7 @@
 """The API key (issue 16, row 11): with IMAGEGEN_API_KEY set, everything but /healthz and a bare
-/readyz status needs it (per-model readiness, /metrics, /docs, /openapi.json, the playground and
-every route a router adds), unless IMAGEGEN_PUBLIC_METRICS=1 opens /metrics alone."""
+/readyz status needs it (per-model readiness, /metrics, /docs, /openapi.json and every route a
+router adds), unless IMAGEGEN_PUBLIC_METRICS=1 opens /metrics alone. The playground's page and
+static files are public (issue 19: the page must load to ask for the key; it holds no data)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ KEY = "s3cret-key"
 GOOD = {"Authorization": f"Bearer {KEY}"}
 # Probes a load balancer must reach without the key (the protocol's own health routes may be among them).
 PROBES = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
+# The playground's page and its files: the same bytes for everyone, no model data.
+PUBLIC_PAGES = ("/", "/static/")
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +61,19 @@ def test_every_route_but_the_probes_needs_the_key(keyed: Server) -> None:
         r = httpx.request(method, keyed.url + path, params={"model": MODEL}, timeout=30)
         if path in PROBES:
             assert r.status_code in (200, 401, 503), (method, path, r.text)
+        elif path == "/" or path.startswith(PUBLIC_PAGES[1]):
+            assert r.status_code in (200, 404), (method, path, r.status_code)
         else:
             assert r.status_code == 401, (method, path, r.status_code, r.text)
             assert r.headers["content-type"].startswith("application/json")
+
+
+def test_the_playground_page_loads_without_the_key_but_its_data_does_not(keyed: Server) -> None:
+    page = httpx.get(keyed.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert MODEL not in page.text
+    assert httpx.get(keyed.url + "/static/playground.js").status_code == 200
+    assert httpx.get(keyed.url + "/v1/models").status_code == 401
 
 
 def test_the_key_opens_them(keyed: Server) -> None:
