@@ -1,0 +1,64 @@
+"""The `imagegen` command in a serving-only install: serve and sample work; train, export and
+evaluate say in one line which extra to install and exit 2 (no traceback)."""
+
+from __future__ import annotations
+
+import re
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# the [train] extra's packages (and their dist-info), not onnxruntime, which serving needs
+TRAINING_ONLY = re.compile(r"^(torch|torchgen|functorch|onnx|onnxscript|scipy|safetensors)([-_.]|$)")
+
+
+@pytest.fixture(scope="module")
+def serving_only_site(tmp_path_factory) -> Path:
+    """A site-packages of links to everything installed except the [train] extra's packages."""
+    target = tmp_path_factory.mktemp("serving-site")
+    for packages in site.getsitepackages():
+        for entry in Path(packages).iterdir():
+            name = entry.name.lower()
+            if TRAINING_ONLY.match(name) or entry.suffix == ".pth":
+                continue
+            link = target / entry.name
+            if not link.exists():
+                link.symlink_to(entry)
+    return target
+
+
+def _imagegen(site_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # -S: no site-packages but ours, so the [train] extra is really absent
+    env = {"PYTHONPATH": f"{REPO}:{site_dir}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-S", "-m", "imagegen.cli", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_the_serving_only_site_really_lacks_torch(serving_only_site: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import torch"],
+        env={"PYTHONPATH": str(serving_only_site)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0 and "No module named 'torch'" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "export", "evaluate"])
+def test_training_commands_name_the_extra_and_exit_2(serving_only_site: Path, command: str) -> None:
+    done = _imagegen(serving_only_site, command, "--help")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'imagegen[train]'" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "sample"])
+def test_serving_commands_work_without_torch(serving_only_site: Path, command: str) -> None:
+    done = _imagegen(serving_only_site, command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
