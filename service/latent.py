@@ -23,6 +23,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -71,7 +72,8 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     if np.sin(omega) < 1e-6:
         return ((1 - t) * a64 + t * b64).astype(np.float32)
     direction = (np.sin((1 - t) * omega) * a64 / na + np.sin(t * omega) * b64 / nb) / np.sin(omega)
-    return (direction * ((1 - t) * na + t * nb)).astype(np.float32)
+    # numpy types the scalar ufunc results (norm, arccos, sin) as Any, so this is Any to mypy
+    return cast(np.ndarray, (direction * ((1 - t) * na + t * nb)).astype(np.float32))
 
 
 def interpolation_ts(steps: int) -> list[float]:

@@ -113,7 +113,7 @@ async def interpolate(request: Request, ctx: Ctx) -> Response:
             f"model {served.id!r} has no latent (it takes only a class); interpolate works with "
             "models that take z",
             parameter="model",
-            models=_ready_ids(ctx, lambda m: "z" in m.manifest.inputs),
+            models=_ready_ids(ctx, lambda m: "z" in m.require_manifest().inputs),
         )
     seed_a, seed_b = parse_seed(query.seed_a), parse_seed(query.seed_b)
     assert seed_a is not None and seed_b is not None  # required by the query model
@@ -216,7 +216,7 @@ async def reconstruct(request: Request, ctx: Ctx) -> Response:
     labels = np.asarray(candidates, dtype=np.int64)
     images_in = np.repeat(original, len(candidates), axis=0)
     mu = await _off_loop(ctx, encoder.encode, images_in, labels)
-    feeds = {"z": mu.astype(np.float32)}
+    feeds: dict[str, np.ndarray] = {"z": mu.astype(np.float32)}
     if "label" in manifest.inputs:
         feeds["label"] = labels
     images = await _decode(served, TensorRequest(feeds))
