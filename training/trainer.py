@@ -14,6 +14,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -176,6 +177,10 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         torch.set_num_threads(run.threads)
     device = resolve_device(run.device)
     out = Path(run.out)
+    if resume and not (out / CHECKPOINT_NAME).exists():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {out / CHECKPOINT_NAME}; run without --resume to start a new run"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     # data: kept as uint8 on the device, converted to float per batch
@@ -245,6 +250,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     )
     csv_file = csv_path.open("a", newline="")
     writer: csv.DictWriter | None = None
+    run_started, first_step, total_steps = time.perf_counter(), step, run.epochs * steps_per_epoch
     try:
         while epoch < run.epochs:
             started = time.perf_counter()
@@ -261,6 +267,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
                 x = images[idx].float().div_(255.0).contiguous(memory_format=memory_format)
                 losses = model.train_step(x, labels[idx], opts)
                 step += 1
+                eta = _eta(time.perf_counter() - run_started, step - first_step, total_steps - step)
+                bar.set_description(f"epoch {epoch + 1}/{run.epochs}, run ETA {eta}", refresh=False)
                 if writer is None:
                     writer = csv.DictWriter(csv_file, fieldnames=["epoch", "step", *losses])
                     if csv_file.tell() == 0:
@@ -297,6 +305,29 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     finally:
         csv_file.close()
     return out
+
+
+def _eta(elapsed: float, done: int, remaining: int) -> str:
+    """The whole run's time left at this run's pace so far, as h:mm:ss."""
+    seconds = round(elapsed / done * remaining) if done else 0
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _interrupted(out: Path, argv: list[str]) -> str:
+    """What Ctrl+C leaves behind: the last finished epoch's checkpoint and how to continue."""
+    ckpt = out / CHECKPOINT_NAME
+    if not ckpt.exists():
+        return f"imagegen train: interrupted before the first epoch finished; no checkpoint in {out}"
+    try:
+        kept = f"epoch {load_checkpoint(ckpt)[1]['epoch']}"
+    except Exception:  # noqa: BLE001 - the message must not fail
+        kept = "the last finished epoch"
+    kept_args = [shlex.quote(a) for a in argv if a != "--resume"]
+    command = " ".join(["imagegen", "train", *kept_args, "--resume"])
+    return (
+        f"imagegen train: interrupted; {ckpt} keeps {kept} (the unfinished epoch is not saved). "
+        f"Continue with:\n  {command}"
+    )
 
 
 def _truncate_csv(path: Path, step: int) -> None:
@@ -396,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"imagegen train: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out_dir = Path(args.out or f"runs/{default_model_id(args.family, name, variant)}")
+        print(_interrupted(out_dir, list(sys.argv[1:] if argv is None else argv)), file=sys.stderr)
+        return 130
     print(f"run saved in {out}")
     return 0
 

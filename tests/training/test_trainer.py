@@ -153,3 +153,52 @@ def test_balance_classes_from_the_cli_is_recorded_in_the_run(tmp_path, emoji_dir
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["balance_classes"] is True
     assert config["model"]["augment"] == "translation,cutout"
+
+
+def _label_cli_args(data_dir, out, epochs: int) -> list[str]:
+    return [
+        "--family", "label", "--dataset", "fashion", "--epochs", str(epochs), "--data-dir", str(data_dir),
+        "--batch-size", "64", "--set", "width=4", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def test_resume_without_a_checkpoint_is_an_error_naming_the_path(tmp_path, data_dir, capsys):
+    out = tmp_path / "never-trained"
+    code = main([*_label_cli_args(data_dir, out, 1), "--resume"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(out / "checkpoint.pt") in err and "--resume" in err
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_ctrl_c_exits_130_naming_the_kept_epoch_and_the_resume_command(tmp_path, data_dir):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "imagegen.cli", "train", *_label_cli_args(data_dir, out, 1000)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/1000 done"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert str(out / "checkpoint.pt") in err and "keeps epoch " in err
+    resume = err.strip().splitlines()[-1].strip()
+    assert resume.startswith("imagegen train --family label") and resume.endswith("--resume")
+    assert load_checkpoint(out / "checkpoint.pt")[1]["epoch"] >= 1
+
+
+def test_run_eta_covers_the_whole_run():
+    from training.trainer import _eta
+
+    assert _eta(10.0, 5, 10) == "0:00:20"  # 2 s per step, 10 steps to go
+    assert _eta(3600.0, 1, 2) == "2:00:00"
+    assert _eta(0.0, 0, 100) == "0:00:00"
