@@ -1,4 +1,7 @@
-"""HTTP benchmark: `imagegen serve` with dynamic batching on and off, beside a naive server.
+"""HTTP benchmark: `imagegen serve` with dynamic batching on and off, beside its peers: naive
+FastAPI servers (torch / ONNX Runtime per request), LitServe with its own batching on the same
+ONNX file (bench/litserve_server.py), and the ceiling, a FastAPI endpoint returning a fixed PNG
+on the same server stack (bench/fixed_png_server.py).
 
 Each server runs as its own process on loopback; load comes from `wrk` (Debian package `wrk`),
 a separate process, with `bench/wrk_report.lua` drawing a fresh seed per request and printing
@@ -7,15 +10,25 @@ p50/p95/p99. Prints a table and writes `bench/results/http-<date>.json`.
     python bench/http_bench.py                      # everything (about 10 minutes on 2 cores)
     python bench/http_bench.py --quick              # concurrency 64 only, /sample n=1
     python bench/http_bench.py --duration 10 --concurrency 1,16,64,256
+    python bench/http_bench.py --compare            # the issue's ratios, peers side by side (below)
+
+`--compare` keeps every server up at once and alternates them, `--repeats` rounds of short wrk
+runs, so each ratio comes from figures measured back to back under the same load: /sample n=1 at
+64 connections, ours vs LitServe per model and ours vs the fixed PNG; bulk POST /v1/images as npy
+vs the engine alone (ONNX Runtime in this process, the server's batch and threads). It first
+checks that LitServe's PNGs are byte-identical to ours for a few seeds. Medians are reported,
+with the machine's load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +50,7 @@ class Server:
     name: str
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "/readyz"
 
 
 def free_port() -> int:
@@ -54,7 +68,7 @@ def start(server: Server, port: int) -> subprocess.Popen:
         if proc.poll() is not None:
             raise RuntimeError(f"{server.name} exited: {proc.stderr.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{server.ready_path}", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -77,10 +91,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port: int, path: str, concurrency: int, duration: float, body_file: str | None = None) -> dict:
+def wrk(port: int, path: str, concurrency: int, duration: float, body_file: str | None = None,
+        body_template: str | None = None) -> dict:
+    """`body_template`: POST this JSON body, "{seed}" in it drawn afresh per request."""
     env = {**os.environ, "WRK_PATH": path}
     if body_file:
         env["WRK_BODY_FILE"] = body_file
+    if body_template:
+        env["WRK_BODY_TEMPLATE"] = body_template
     cmd = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
         "-s", str(LUA), f"http://127.0.0.1:{port}{path.replace('{seed}', '0')}",
@@ -111,24 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bulk-concurrency", type=int, default=2,
                     help="concurrent bulk requests (x --bulk must stay within IMAGEGEN_QUEUE_LIMIT)")
     ap.add_argument("--quick", action="store_true", help="only /sample n=1 at concurrency 64")
-    ap.add_argument("--servers", default="batching,nobatch,naive,naive_ort")
+    ap.add_argument("--servers", default="batching,nobatch,naive,naive_ort,litserve,fixed_png")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--compare", action="store_true", help="the issue's ratios, peers alternated (see above)")
+    ap.add_argument("--compare-models", default="gan-mnist,gan-emoji")
+    ap.add_argument("--repeats", type=int, default=3, help="--compare: rounds of alternated runs")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
+    if args.compare:
+        return compare(args)
 
     concurrencies = [64] if args.quick else [int(c) for c in args.concurrency.split(",")]
-    serve = [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}"]
-    # The naive server holds only the one model it was written for, so it is given the same id.
-    naive = [sys.executable, str(ROOT / "bench" / "naive_server.py"),
-             "--model", args.model, "--port", "{port}"]
-    naive_ort = [*naive, "--engine", "ort"]
-    servers = {
-        "batching": Server("batching", serve),
-        "naive_ort": Server("naive_ort", naive_ort),
-        "nobatch": Server("nobatch", serve, {"IMAGEGEN_MAX_BATCH": "1"}),
-        "naive": Server("naive", naive),
-    }
+    servers = peer_servers(args.model, args.models_dir)
     routes = [("sample_n1", f"/sample?model={args.model}&seed={{seed}}")]
     if not args.quick:
         routes += [
@@ -146,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             for route, path in routes:
                 if name.startswith("naive") and route == "generate_label_n1":
                     continue
+                if name in ONLY_SAMPLE_N1 and route != "sample_n1":
+                    continue
                 for conc in concurrencies:
                     if route == "sample_n64" and conc > 64:
                         continue  # 256 x 64 images in flight exceeds any sane queue on 2 cores
                     cpu0 = cpu_seconds(proc.pid)
-                    res = wrk(port, path, conc, args.duration)
+                    res = sample_wrk(name, port, path, conc, args.duration)
                     cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1e3
                     res["server_cpu_ms_per_request"] = cpu_ms / max(res["requests"], 1)
                     rows.append({"server": name, "route": route, "concurrency": conc, **res})
@@ -158,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"p50 {res['p50_ms']:7.1f}  p95 {res['p95_ms']:7.1f}  p99 {res['p99_ms']:7.1f} ms"
                           f"  cpu {res['server_cpu_ms_per_request']:.2f} ms/req"
                           f"  non-2xx {res['errors_status']}", flush=True)
-            if not name.startswith("naive") and not args.quick:
+            if name in ("batching", "nobatch") and not args.quick:
                 for fmt in ("npy", "png_base64"):
                     body = bulk_body(args.model, args.bulk, fmt)
                     try:
@@ -183,6 +199,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Peers that answer only `/sample` of one model without parameters (LitServe: POST with a JSON seed).
+ONLY_SAMPLE_N1 = ("litserve", "fixed_png")
+LITSERVE_BODY = '{"seed": {seed}}'
+
+
+def peer_servers(model: str, models_dir: Path) -> dict[str, Server]:
+    """Every server of the table; the peers hold only `model` (the one they were written for)."""
+    serve = [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}",
+             "--models-dir", str(models_dir)]
+    one_model = ["--model", model, "--models-dir", str(models_dir), "--port", "{port}"]
+    naive = [sys.executable, str(ROOT / "bench" / "naive_server.py"), *one_model]
+    return {
+        "batching": Server("batching", serve),
+        "naive_ort": Server("naive_ort", [*naive, "--engine", "ort"]),
+        "nobatch": Server("nobatch", serve, {"IMAGEGEN_MAX_BATCH": "1"}),
+        "naive": Server("naive", naive),
+        "litserve": Server("litserve", [sys.executable, str(ROOT / "bench" / "litserve_server.py"),
+                                        *one_model], ready_path="/health"),
+        "fixed_png": Server("fixed_png", [sys.executable, str(ROOT / "bench" / "fixed_png_server.py"),
+                                          *one_model]),
+    }
+
+
+def sample_wrk(server: str, port: int, path: str, concurrency: int, duration: float) -> dict:
+    """wrk on /sample: LitServe's route takes the seed in a JSON body, the others in the query."""
+    if server == "litserve":
+        return wrk(port, "/sample", concurrency, duration, body_template=LITSERVE_BODY)
+    return wrk(port, path, concurrency, duration)
+
+
 def summarize(rows: list[dict]) -> dict:
     """The issue's target: /sample n=1 at concurrency 64, batching vs naive."""
     def pick(server: str) -> dict | None:
@@ -197,6 +243,161 @@ def summarize(rows: list[dict]) -> dict:
         out.update(ratio_vs_naive=ratio, p99_ms=ours["p99_ms"])
         lines.append(f"/sample n=1 @64: {ours['ok_rps']:.0f} req/s vs naive {base['ok_rps']:.0f} "
                      f"= {ratio:.1f}x (target >= 3x); p99 {ours['p99_ms']:.1f} ms (target < 100 ms)")
+    return out
+
+
+# --compare: the issue's ratios, each measured back to back under the same load.
+
+TARGETS = {"vs_fixed_png": 0.6, "fixed_png_p99_ms": 50.0, "vs_litserve": 1.5, "litserve_p99_ms": 100.0,
+           "bulk_vs_engine": 0.7}
+PNG_CHECK_SEEDS = (0, 1, 42, 2**31 - 1)
+
+
+def check_same_pngs(ours: int, litserve: int, model: str) -> dict:
+    """LitServe's answer for a few seeds against ours: the same bytes (and so the same pixels)."""
+    import numpy as np
+    from PIL import Image
+
+    same_bytes = same_pixels = True
+    for seed in PNG_CHECK_SEEDS:
+        a = httpx.get(f"http://127.0.0.1:{ours}/sample?model={model}&seed={seed}", timeout=30).content
+        b = httpx.post(f"http://127.0.0.1:{litserve}/sample", json={"seed": seed}, timeout=30).content
+        same_bytes &= a == b
+        same_pixels &= bool(np.array_equal(np.asarray(Image.open(io.BytesIO(a))),
+                                           np.asarray(Image.open(io.BytesIO(b)))))
+    return {"seeds": list(PNG_CHECK_SEEDS), "same_bytes": same_bytes, "same_pixels": same_pixels}
+
+
+def engine_images_per_s(models_dir: Path, model: str, batch: int, threads: int, seconds: float) -> dict:
+    """ONNX Runtime alone in this process, as bench/engine.py runs it: images/s at `batch`, both the
+    mean over `seconds` (what a server could sustain) and bench/engine.py's best-of call."""
+    from engine import time_it
+
+    from imagegen.contract.manifest import Manifest
+    from imagegen.contract.sampling import build_feeds, default_labels
+    from service.runtime import ModelRuntime, RuntimeOptions
+
+    model_dir = models_dir / model
+    manifest = Manifest.read(model_dir)
+    options = RuntimeOptions(provider="cpu", strict=False, cpu_threads=threads)
+    runtime = ModelRuntime.load(manifest.onnx_path(model_dir), manifest, options)
+    seeds = list(range(batch))
+    feeds = build_feeds(manifest, seeds, default_labels(seeds, manifest.num_classes))
+    runtime.run(feeds)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runtime.run(feeds)
+        runs += 1
+    mean = runs * batch / (time.perf_counter() - started)
+    best = batch / time_it(lambda: runtime.run(feeds), min(seconds, 1.0))
+    return {"batch": batch, "threads": threads, "mean_images_per_s": mean, "best_images_per_s": best}
+
+
+def compare(args: argparse.Namespace) -> int:
+    models = args.compare_models.split(",")
+    ceiling_model = models[0]
+    servers = {"ours": peer_servers(ceiling_model, args.models_dir)["batching"],
+               "fixed_png": peer_servers(ceiling_model, args.models_dir)["fixed_png"]}
+    for model in models:
+        servers[f"litserve:{model}"] = peer_servers(model, args.models_dir)["litserve"]
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        for name, server in servers.items():
+            port = free_port()
+            procs[name] = (start(server, port), port)
+        ours_proc, ours = procs["ours"]
+        checks = {m: check_same_pngs(ours, procs[f"litserve:{m}"][1], m) for m in models}
+        print(f"LitServe PNGs vs ours, seeds {list(PNG_CHECK_SEEDS)}: {checks}", flush=True)
+        threads = max(1, (os.cpu_count() or 2) - 1)  # the server's default ONNX Runtime threads
+        batch = 64  # the server's default max_batch: the size of the runs a bulk request becomes
+        runs: list[dict] = []
+        for rnd in range(args.repeats):
+            for model in models:
+                names = ["ours", f"litserve:{model}"] + (["fixed_png"] if model == ceiling_model else [])
+                for name in names[::-1] if rnd % 2 else names:
+                    proc, port = procs[name]
+                    cpu0 = cpu_seconds(proc.pid)
+                    res = sample_wrk(name.split(":")[0], port, f"/sample?model={model}&seed={{seed}}", 64,
+                                     args.duration)
+                    cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1e3
+                    res["server_cpu_ms_per_request"] = cpu_ms / max(res["requests"], 1)
+                    runs.append({"round": rnd, "server": name.split(":")[0], "model": model,
+                                 "load_average": os.getloadavg()[0], **res})
+                    print(f"round {rnd} {model:10} {name:20} {res['ok_rps']:8.0f} req/s  "
+                          f"p99 {res['p99_ms']:6.1f} ms  non-2xx {res['errors_status']}  "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+            for step in (["bulk", "engine"] if rnd % 2 == 0 else ["engine", "bulk"]):
+                if step == "engine":
+                    res = engine_images_per_s(args.models_dir, ceiling_model, batch, threads, args.duration)
+                    runs.append({"round": rnd, "server": "engine", "model": ceiling_model, **res})
+                    print(f"round {rnd} engine b={batch} threads={threads}: {res['mean_images_per_s']:.0f} "
+                          f"images/s mean, {res['best_images_per_s']:.0f} best", flush=True)
+                    continue
+                body = bulk_body(ceiling_model, args.bulk, "npy")
+                try:
+                    res = wrk(ours, "/v1/images", args.bulk_concurrency, args.duration, body_file=body)
+                finally:
+                    os.unlink(body)
+                res["images_per_s"] = res["ok_rps"] * args.bulk
+                runs.append({"round": rnd, "server": "ours_bulk_npy", "model": ceiling_model,
+                             "images_per_request": args.bulk, **res})
+                print(f"round {rnd} bulk npy x{args.bulk} c={args.bulk_concurrency}: "
+                      f"{res['images_per_s']:.0f} images/s  p99 {res['p99_ms']:.1f} ms", flush=True)
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+    summary = compare_summary(runs, models, ceiling_model)
+    for line in summary["lines"]:
+        print(line)
+    path = write_result("compare", {"args": {k: str(v) for k, v in vars(args).items()},
+                                    "machine": machine_info(), "png_checks": checks, "runs": runs,
+                                    "summary": summary})
+    print(f"wrote {path}")
+    return 0
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def compare_summary(runs: list[dict], models: list[str], ceiling_model: str) -> dict:
+    """Medians over the rounds, the ratios and which targets hold."""
+    def med(server: str, model: str, key: str) -> float:
+        return _median([r[key] for r in runs if r["server"] == server and r["model"] == model])
+
+    lines: list[str] = []
+    out: dict = {"lines": lines, "targets": TARGETS, "models": {}}
+    load = _median([r["load_average"] for r in runs if "load_average" in r])
+    out["median_load_average"] = load
+    for model in models:
+        ours, ours_p99 = med("ours", model, "ok_rps"), med("ours", model, "p99_ms")
+        lit, lit_p99 = med("litserve", model, "ok_rps"), med("litserve", model, "p99_ms")
+        row = {"ours_rps": ours, "ours_p99_ms": ours_p99, "litserve_rps": lit, "litserve_p99_ms": lit_p99,
+               "vs_litserve": ours / lit,
+               "ours_cpu_ms_per_request": med("ours", model, "server_cpu_ms_per_request")}
+        holds = row["vs_litserve"] >= TARGETS["vs_litserve"] and ours_p99 < TARGETS["litserve_p99_ms"]
+        lines.append(f"{model} /sample n=1 @64: ours {ours:.0f} req/s (p99 {ours_p99:.1f} ms) vs LitServe "
+                     f"{lit:.0f} (p99 {lit_p99:.1f} ms) = {row['vs_litserve']:.2f}x "
+                     f"(target >= 1.5x, p99 < 100 ms: {'holds' if holds else 'missed'})")
+        if model == ceiling_model:
+            ceiling, ceiling_p99 = med("fixed_png", model, "ok_rps"), med("fixed_png", model, "p99_ms")
+            row.update(fixed_png_rps=ceiling, fixed_png_p99_ms=ceiling_p99, vs_fixed_png=ours / ceiling)
+            holds = row["vs_fixed_png"] >= TARGETS["vs_fixed_png"] and ours_p99 < TARGETS["fixed_png_p99_ms"]
+            lines.append(f"{model} /sample n=1 @64: ours {ours:.0f} req/s vs fixed PNG {ceiling:.0f} "
+                         f"(p99 {ceiling_p99:.1f} ms) = {row['vs_fixed_png']:.2f}x "
+                         f"(target >= 0.6x, p99 < 50 ms: {'holds' if holds else 'missed'})")
+        out["models"][model] = row
+    bulk = med("ours_bulk_npy", ceiling_model, "images_per_s")
+    engine_mean = med("engine", ceiling_model, "mean_images_per_s")
+    engine_best = med("engine", ceiling_model, "best_images_per_s")
+    out["bulk"] = {"images_per_s": bulk, "engine_mean_images_per_s": engine_mean,
+                   "engine_best_images_per_s": engine_best, "vs_engine_mean": bulk / engine_mean,
+                   "vs_engine_best": bulk / engine_best}
+    holds = bulk / engine_mean >= TARGETS["bulk_vs_engine"]
+    lines.append(f"{ceiling_model} POST /v1/images npy: {bulk:.0f} images/s vs engine {engine_mean:.0f} mean "
+                 f"({engine_best:.0f} best-of) = {bulk / engine_mean:.2f}x "
+                 f"({bulk / engine_best:.2f}x of best-of) (target >= 0.7x: {'holds' if holds else 'missed'})")
+    lines.append(f"median load average during the runs: {load:.1f} on {os.cpu_count()} cores")
     return out
 
 

@@ -11,7 +11,15 @@ end
 -- WRK_PATH: request path; "{seed}" in it becomes a fresh random seed per request, so no two
 -- requests ask for the same image (a cache could otherwise flatter the server).
 local path_template = os.getenv("WRK_PATH")
-if path_template and string.find(path_template, "{seed}", 1, true) then
+-- WRK_BODY_TEMPLATE: a POST body with "{seed}" in it (LitServe's endpoints take JSON bodies).
+local body_template = os.getenv("WRK_BODY_TEMPLATE")
+if body_template then
+  math.randomseed(os.time())
+  request = function()
+    local body = string.gsub(body_template, "{seed}", tostring(math.random(0, 2147483647)))
+    return wrk.format("POST", path_template, {["Content-Type"] = "application/json"}, body)
+  end
+elseif path_template and string.find(path_template, "{seed}", 1, true) then
   math.randomseed(os.time())
   request = function()
     local path = string.gsub(path_template, "{seed}", tostring(math.random(0, 2147483647)))
