@@ -9,6 +9,14 @@ A family request (`model=gan&dataset=emoji`) resolves to that family's own model
 model in its place. While serving, the files of each loaded model are watched (a cheap stat
 every `disk_check_interval` seconds, the sha256 recomputed only when size or mtime moved), and a
 file deleted or changed on disk is reported in the model's `on_disk` field.
+
+Repository control (Triton's repository API, and SIGHUP): `load_model(id)` verifies and warms the
+version on disk off the event loop, then swaps it in with one assignment, so a request sees either
+the old version or the new one, never a mix. A version that is no longer served is *retired*: its
+batcher keeps running until no request holds it (a `weakref.finalize` on its ServedModel says
+when), finishes what it queued, and is dropped with its session. `unload_model(id)` does the same
+and waits for it; `rescan()` brings the registry in line with the folder. A version that cannot
+be loaded never replaces a ready one.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +41,9 @@ from service.settings import Settings
 
 log = logging.getLogger("imagegen.registry")
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "unloaded"]
+UNLOADED = "unloaded through the repository API; loading it again brings it back"
+RESCAN_TASK = "rescan-repository"
 
 
 def _class_key(name: str) -> str:
@@ -121,6 +132,18 @@ class ServedModel:
         return info
 
 
+@dataclass(frozen=True)
+class IndexEntry:
+    """One line of the repository index: a model id, the version it serves (or last failed or was
+    unloaded with), its state (a ServedModel's, or `not_loaded` for a folder the registry does not
+    know yet) and why it is not ready."""
+
+    id: str
+    version: int | None
+    state: str
+    reason: str | None
+
+
 class Registry:
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, options: RuntimeOptions
@@ -132,11 +155,20 @@ class Registry:
         self.models: dict[str, ServedModel] = {}
         self.loaded = False  # True once every model has been tried
         self._watcher: asyncio.Task[None] | None = None
+        # Repository changes (start-up load, load, unload, rescan) happen one at a time.
+        self._changes = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # for request_rescan() from a signal
+        self._background: set[asyncio.Task[None]] = set()  # rescans and retired versions draining
 
     # -- start-up and shutdown -------------------------------------------------------------
 
     async def load(self) -> None:
         """Scan the repository, then load, verify and warm each model in turn (off the event loop)."""
+        self._loop = asyncio.get_running_loop()
+        async with self._changes:
+            await self._load_all()
+
+    async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
         if not self.settings.models_dir.is_dir():
             log.warning("models dir %s does not exist: no model to serve", self.settings.models_dir)
@@ -197,12 +229,15 @@ class Registry:
         log.info("model %s ready on %s", served.id, runtime.provider)
 
     async def stop(self) -> None:
-        """Finish what the batchers hold, then stop them."""
+        """Finish what the batchers hold, then stop them (retired versions' drains included)."""
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for served in self.models.values():
+        for task in [t for t in self._background if t.get_name() == RESCAN_TASK]:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for served in list(self.models.values()):
             if served.batcher is not None:
                 await served.batcher.stop()
 
@@ -216,7 +251,7 @@ class Registry:
 
     def check_disk(self) -> None:
         """Compare each ready model's files with what was loaded; record and log any change."""
-        for served in self.models.values():
+        for served in list(self.models.values()):  # a worker thread: the loop may swap models meanwhile
             if served.state != "ready" or served.manifest is None:
                 continue
             manifest = served.manifest
@@ -313,9 +348,216 @@ class Registry:
             return served
         if served.state == "loading":
             raise ModelUnavailable(f"model {served.id!r} is still loading", model=served.id, state="loading")
+        if served.state == "unloaded":
+            raise ModelUnavailable(f"model {served.id!r} is {UNLOADED}", model=served.id, state="unloaded")
         raise ModelUnavailable(
             f"model {served.id!r} failed to load: {served.reason}", model=served.id, reason=served.reason
         )
+
+    # -- repository control (Triton's repository API, SIGHUP) ------------------------------------
+
+    async def index(self) -> list[IndexEntry]:
+        """Every model the registry knows, with its state, and every model folder on disk that it
+        does not know yet (state `not_loaded`), sorted by id."""
+        loop = asyncio.get_running_loop()
+        folders = await loop.run_in_executor(self.executor, model_folders, self.settings.models_dir)
+        known = [
+            IndexEntry(m.id, m.manifest.version if m.manifest else None, m.state, m.reason)
+            for m in self.models.values()
+        ]
+        new = [IndexEntry(f, None, "not_loaded", "in the repository, not loaded") for f in folders]
+        return sorted([*known, *(e for e in new if e.id not in self.models)], key=lambda e: e.id)
+
+    async def load_model(self, model_id: str) -> ServedModel:
+        """(Re)load one model from its folder, whatever its state: verify and warm the version on
+        disk off the event loop, then swap it in. Requests that already hold the old version finish
+        on it; it is released once they have. UnknownModel when no folder has that id;
+        ModelLoadError when the version on disk cannot be served (a ready version keeps serving)."""
+        async with self._changes:
+            loop = asyncio.get_running_loop()
+            models_dir = self.settings.models_dir
+            folders = await loop.run_in_executor(self.executor, model_folders, models_dir)
+            if model_id not in folders:
+                raise UnknownModel(
+                    f"no model folder {model_id[:100]!r} in the repository; folders: {folders}",
+                    models=folders,
+                )
+            entry = await loop.run_in_executor(self.executor, repository.check, models_dir / model_id)
+            return await self._load_entry(entry)
+
+    async def unload_model(self, model_id: str) -> None:
+        """Stop serving a model: new requests get ModelUnavailable at once, the ones in flight
+        finish, then this returns and the old version's session is released."""
+        async with self._changes:
+            if model_id not in self.models:
+                ids = self.ids()
+                raise UnknownModel(f"unknown model {model_id[:100]!r}; models: {ids}", models=ids)
+            manifest = self.models[model_id].manifest
+            unloaded = ServedModel(model_id, manifest, state="unloaded", reason=UNLOADED)
+            log.info("model %s: unloading, in-flight requests drain first", model_id)
+            draining = self._retire(self._replace(unloaded))
+            self.metrics.model_ready.labels(model_id).set(0)
+            if draining is not None:
+                await draining
+            log.info("model %s unloaded", model_id)
+
+    async def rescan(self) -> None:
+        """Bring the registry in line with the repository on disk: new folders loaded, changed
+        versions (and models that had failed) loaded and swapped in, models whose folder is gone
+        forgotten after draining. A model unloaded through the API stays unloaded."""
+        async with self._changes:
+            loop = asyncio.get_running_loop()
+            entries = await loop.run_in_executor(self.executor, repository.scan, self.settings.models_dir)
+            on_disk = {entry.id for entry in entries}
+            removed = [model_id for model_id in self.ids() if model_id not in on_disk]
+            for model_id in removed:
+                self._retire(self._forget(model_id))
+            changed = [entry for entry in entries if self._differs(entry)]
+            failed = 0
+            for entry in changed:
+                try:
+                    await self._load_entry(entry)
+                except ModelLoadError:
+                    failed += 1  # logged by _load_entry
+            log.info(
+                "repository rescanned: %d loaded or swapped in, %d failed, %d removed, %d unchanged",
+                len(changed) - failed,
+                failed,
+                len(removed),
+                len(entries) - len(changed),
+            )
+
+    def request_rescan(self) -> None:
+        """Safe from a signal handler (SIGHUP): schedule rescan() on the registry's event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._start_rescan)
+
+    def _start_rescan(self) -> None:
+        log.info("SIGHUP: rescanning the model repository %s", self.settings.models_dir)
+        self._keep(asyncio.get_running_loop().create_task(self._rescan_logged(), name=RESCAN_TASK))
+
+    async def _rescan_logged(self) -> None:
+        try:
+            await self.rescan()
+        except Exception:  # a background task: its failure must reach the log, not vanish
+            log.exception("rescanning the model repository failed")
+
+    def _differs(self, entry: repository.RepositoryEntry) -> bool:
+        """Whether a rescan should (re)load this folder."""
+        served = self.models.get(entry.id)
+        if served is None or served.state in ("failed", "loading"):
+            return True
+        if served.state == "unloaded":
+            return False
+        return entry.error is not None or entry.manifest != served.manifest
+
+    async def _load_entry(self, entry: repository.RepositoryEntry) -> ServedModel:
+        try:
+            fresh = await self._prepare(entry)
+        except ModelLoadError as exc:
+            raise self._load_failed(entry, str(exc)) from None
+        was = self._serving_version(entry.id)
+        self._retire(self._replace(fresh))
+        version = fresh.require_manifest().version
+        if was is None:
+            log.info("model %s: version %d loaded", fresh.id, version)
+        else:
+            log.info("model %s: version %d swapped in, version %d draining", fresh.id, version, was)
+        return fresh
+
+    def _serving_version(self, model_id: str) -> int | None:
+        served = self.models.get(model_id)
+        if served is None or served.state != "ready" or served.manifest is None:
+            return None
+        return served.manifest.version
+
+    async def _prepare(self, entry: repository.RepositoryEntry) -> ServedModel:
+        """A ServedModel for a checked folder: session loaded, verified and warmed in a worker
+        thread, batcher started; not yet in the registry. ModelLoadError when it cannot be."""
+        if entry.error is not None:
+            raise ModelLoadError(entry.error)
+        # repository.check() gives both whenever it reports no error
+        assert entry.onnx_path is not None and entry.manifest is not None
+        loop = asyncio.get_running_loop()
+        runtime = await loop.run_in_executor(
+            self.executor, ModelRuntime.load, entry.onnx_path, entry.manifest, self.options
+        )
+        fresh = ServedModel(entry.id, entry.manifest)
+        self._serve(fresh, runtime)
+        fresh.watched = _watch_list(entry)
+        return fresh
+
+    def _load_failed(self, entry: repository.RepositoryEntry, reason: str) -> ModelLoadError:
+        """The error of a failed load. A ready version keeps serving, untouched; otherwise the
+        model is recorded as failed with the reason."""
+        current = self.models.get(entry.id)
+        if current is not None and current.state == "ready":
+            version = current.require_manifest().version
+            log.warning("model %s: cannot load the version on disk (%s); version %d keeps serving",
+                        entry.id, reason, version)  # fmt: skip
+            return ModelLoadError(f"{reason}; version {version} keeps serving")
+        failed = ServedModel(entry.id, entry.manifest)
+        self._fail(failed, reason)
+        self._replace(failed)
+        self.metrics.model_ready.labels(entry.id).set(0)
+        return ModelLoadError(reason)
+
+    def _replace(self, served: ServedModel) -> ServedModel | None:
+        """Put `served` in the registry under its id (one assignment: requests see the old or the
+        new model, never a mix); the model it replaces, if any."""
+        previous = self.models.get(served.id)
+        self.models[served.id] = served
+        return previous
+
+    def _forget(self, model_id: str) -> ServedModel | None:
+        """Take a model out of the registry (its folder is gone) and out of the metrics."""
+        self.metrics.model_ready.remove(model_id)
+        log.info("model %s: its folder is gone from the repository; unloading it", model_id)
+        return self.models.pop(model_id)
+
+    def _retire(self, old: ServedModel | None) -> asyncio.Task[None] | None:
+        """Drain a model version the registry no longer serves, in the background; the task, or
+        None when it has no batcher. The caller must hold no reference to `old` afterwards."""
+        if old is None or old.batcher is None:
+            return None
+        loop = asyncio.get_running_loop()
+        released = asyncio.Event()
+        # Set once the last request holding the old version has let go of it.
+        weakref.finalize(old, _set_from_any_thread, loop, released).atexit = False
+        runtime = weakref.ref(old.runtime) if old.runtime is not None else None
+        version = old.manifest.version if old.manifest else 0
+        drain = self._drain(old.id, version, old.batcher, runtime, released)
+        task = loop.create_task(drain, name=f"drain-{old.id}-v{version}")
+        self._keep(task)
+        return task
+
+    async def _drain(
+        self,
+        model_id: str,
+        version: int,
+        batcher: DynamicBatcher,
+        runtime: weakref.ref[ModelRuntime] | None,
+        released: asyncio.Event,
+    ) -> None:
+        """Wait until no request holds the retired version (each has submitted its job to its
+        batcher, or never will), let the batcher finish them, then drop it and its session."""
+        bound = self.settings.graceful_timeout
+        try:
+            await asyncio.wait_for(released.wait(), bound)
+        except TimeoutError:
+            log.warning("model %s version %d: still held by requests after %gs; stopping it anyway",
+                        model_id, version, bound)  # fmt: skip
+        await batcher.stop()
+        del batcher
+        await asyncio.sleep(0)  # let the stopped batcher's task callbacks run and let go of it
+        session = "released" if runtime is None or runtime() is None else "left to the garbage collector"
+        log.info("model %s version %d drained; its session is %s", model_id, version, session)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _watch_list(entry: repository.RepositoryEntry) -> list[WatchedFile]:
@@ -337,3 +579,18 @@ def _same_content(manifest: Manifest, name: str) -> Any:
             return False
 
     return same
+
+
+def model_folders(models_dir: Path) -> list[str]:
+    """The ids of the model folders under `models_dir` (those with a manifest), sorted."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in models_dir.iterdir() if not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()
+    )
+
+
+def _set_from_any_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    """A finalizer may run in whichever thread drops the last reference."""
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(event.set)

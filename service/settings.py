@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         "except /healthz and a bare /readyz status (its per-model detail needs the key), and "
         "/metrics when public_metrics is on.",
     )
+    admin_key: SecretStr | None = Field(
+        None,
+        min_length=1,
+        description="When set, the model repository API (POST /v2/repository/index, "
+        "/v2/repository/models/{id}/load and /unload) answers requests carrying "
+        "`Authorization: Bearer <admin key>`; unset: those routes are disabled (403).",
+    )
     public_metrics: bool = Field(
         False, description="Serve /metrics without the API key (for a scraper that cannot send one)."
     )
@@ -154,12 +161,14 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: object) -> object:
-        """`IMAGEGEN_LOG_LEVEL=debug` is DEBUG; an empty `IMAGEGEN_API_KEY=` means no key."""
+        """`IMAGEGEN_LOG_LEVEL=debug` is DEBUG; an empty `IMAGEGEN_API_KEY=` or
+        `IMAGEGEN_ADMIN_KEY=` means no key."""
         if isinstance(data, dict):
             if isinstance(data.get("log_level"), str):
                 data = {**data, "log_level": data["log_level"].upper()}
-            if data.get("api_key") == "":
-                data = {k: v for k, v in data.items() if k != "api_key"}
+            for secret in ("api_key", "admin_key"):
+                if data.get(secret) == "":
+                    data = {k: v for k, v in data.items() if k != secret}
         return data
 
     @model_validator(mode="after")
@@ -168,6 +177,10 @@ class Settings(BaseSettings):
             raise ValueError(f"max_n ({self.max_n}) must not exceed queue_limit ({self.queue_limit})")
         if self.max_items > self.queue_limit:
             raise ValueError(f"max_items ({self.max_items}) must not exceed queue_limit ({self.queue_limit})")
+        if self.admin_key is not None and self.admin_key == self.api_key:
+            raise ValueError(
+                "admin_key must differ from api_key: every API client would control the repository"
+            )
         return self
 
 

@@ -1,6 +1,6 @@
 """The protocol's errors, transport-free: a kind that each transport maps to its own status
-(HTTP: 400 / 401 / 404 / 503 / 500 with `{"error": "message"}`; gRPC: INVALID_ARGUMENT,
-UNAUTHENTICATED, NOT_FOUND, UNAVAILABLE, INTERNAL)."""
+(HTTP: 400 / 401 / 403 / 404 / 503 / 500 with `{"error": "message"}`; gRPC: INVALID_ARGUMENT,
+UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, UNAVAILABLE, INTERNAL)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Literal
 
 from service.errors import ServiceError
 
-Kind = Literal["invalid", "unauthenticated", "not_found", "unavailable", "internal"]
+Kind = Literal["invalid", "unauthenticated", "forbidden", "not_found", "unavailable", "internal"]
 MAX_MESSAGE_CHARS = 500
 
 HTTP_STATUS: dict[str, int] = {
     "invalid": 400,
     "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "unavailable": 503,
     "internal": 500,
