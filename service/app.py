@@ -22,7 +22,7 @@ from service.handlers import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.registry import Registry
-from service.routers import docs, health, images, latent, metrics, models, oip
+from service.routers import docs, health, images, latent, metrics, models, oip, repository
 from service.runtime import RuntimeOptions, resolve_provider
 from service.settings import Settings
 
@@ -37,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     metrics.router,
     docs.router,
     docs.pages,
+    repository.router,  # before oip.router, whose /v2 fallback would answer its paths
     oip.router,
     latent.router,
 ]

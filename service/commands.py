@@ -102,6 +102,10 @@ def serve_main(argv: list[str]) -> int:
     # there makes a clean, signalled stop exit with status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped_by_signal)
+    # SIGHUP: rescan the model repository (new folders loaded, changed versions swapped in,
+    # removed ones unloaded after draining); the registry does it on the event loop.
+    registry: Registry = app.state.ctx.registry
+    signal.signal(signal.SIGHUP, lambda signum, frame: registry.request_rescan())
     server.run()
     return 0 if server.started else 1
 
