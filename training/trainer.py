@@ -6,6 +6,10 @@ inputs, a loss-curve PNG and a checkpoint to resume from).
 
     imagegen train --family gan --dataset mnist --epochs 5 --out runs/gan-mnist
     imagegen train --family gan --dataset imagefolder --data-dir /data/emoji --epochs 10
+    torchrun --nproc-per-node 2 -m imagegen.cli train --family gan --dataset mnist --epochs 5 --ddp
+
+With --ddp every process torchrun starts trains a replica on its share of each global batch
+(training/distributed.py); rank 0 alone logs, draws grids and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -26,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from imagegen.contract.manifest import default_model_id
+from training import distributed
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, make_state, save_checkpoint
 from training.data import DatasetError, ImageDataset, default_data_dir, load_dataset
 from training.families import FAMILIES, get_family, parse_overrides
@@ -60,6 +66,9 @@ class RunConfig:
     # NHWC tensors for the nets and batches: 1.7x faster convolutions on this AVX2 CPU (DEVICE.md)
     channels_last: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields (--set k=v)
+    # data-parallel across the processes torchrun starts (training/distributed.py); batch_size
+    # stays the global batch, split evenly among them
+    ddp: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -122,8 +131,11 @@ def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: boo
     return torch.multinomial(weights, len(labels), replacement=True, generator=gen)
 
 
-def _rng_state(data_gen: torch.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+def _rng_state(data_gen: torch.Generator, replicas: distributed.Replicas) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+    if replicas.parallel:  # each rank's own noise stream
+        state["ranks"] = distributed.rng_states(replicas)
+    return state
 
 
 def draw_grid(model: FamilyModel, path: Path, device: torch.device) -> Path:
@@ -175,7 +187,10 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     np.random.seed(run.seed)
     if run.threads:
         torch.set_num_threads(run.threads)
-    device = resolve_device(run.device)
+    if run.ddp:  # this process's rank, and its device (its own GPU under CUDA)
+        replicas, device = distributed.join(run.device)
+    else:
+        replicas, device = distributed.Replicas(), resolve_device(run.device)
     out = Path(run.out)
     if resume and not (out / CHECKPOINT_NAME).exists():
         raise FileNotFoundError(
@@ -190,6 +205,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     n = len(ds)
     batch = min(run.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch (batch norm wants > 1)
+    per_process = distributed.local_batch(batch, replicas)
     dataset_info = {
         "name": ds.name,
         "kind": run.dataset,
@@ -204,6 +220,9 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     opts = model.configure_optimizers()
+    distributed.copy_from_main(model, replicas)  # every rank starts from rank 0's weights
+    distributed.average_gradients_on_step(opts, replicas)
+    distributed.seed_noise(run.seed, replicas)
     data_gen = torch.Generator().manual_seed(run.seed)
     epoch, step, duration = 0, 0, 0.0
 
@@ -214,11 +233,12 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         model.load_state_dict(saved_model.state_dict())
         for name, opt in opts.items():
             opt.load_state_dict(ckpt["optimizers"][name])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        torch.set_rng_state(distributed.own_rng_state(ckpt["rng"], run.seed, replicas))
         data_gen.set_state(ckpt["rng"]["data"])
         epoch, step, duration = ckpt["epoch"], ckpt["step"], ckpt["duration_s"]
         print(f"resuming {out} from epoch {epoch} (step {step})", flush=True)
-        _truncate_csv(csv_path, step)
+        if replicas.is_main:
+            _truncate_csv(csv_path, step)
     else:
         if run.resume_from:  # saved as the file itself: models/<id> moves on to newer versions
             weights = weights_path(run.resume_from)
@@ -227,28 +247,31 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             epoch, step, duration = meta.get("epoch", 0), meta.get("step", 0), meta.get("duration_s", 0.0)
             model.after_resume_from_weights()
             print(f"continuing {weights} from epoch {epoch} (step {step})", flush=True)
-        csv_path.unlink(missing_ok=True)
-        (out / "config.json").write_text(
-            json.dumps(
-                {
-                    "run": dataclasses.asdict(run),
-                    "model": dataclasses.asdict(model.config),
-                    "family": run.family,
-                    "dataset": dataset_info,
-                },
-                indent=2,
-                sort_keys=True,
+        if replicas.is_main:  # the other ranks leave the run directory to rank 0
+            csv_path.unlink(missing_ok=True)
+            (out / "config.json").write_text(
+                json.dumps(
+                    {
+                        "run": dataclasses.asdict(run),
+                        "model": dataclasses.asdict(model.config),
+                        "family": run.family,
+                        "dataset": dataset_info,
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+                + "\n"
             )
-            + "\n"
-        )
 
     title = f"{default_model_id(run.family, ds.name, run.variant)} ({run.variant})"
     print(
         f"training {title}: {n} images {ds.shape}, {ds.num_classes} classes, {run.epochs} epochs x "
-        f"{steps_per_epoch} steps of {batch}, device {device}, threads {torch.get_num_threads()}",
+        f"{steps_per_epoch} steps of {batch}, device {device}, threads {torch.get_num_threads()}"
+        + (f", {replicas.world} processes of {per_process}" if replicas.parallel else ""),
         flush=True,
     )
-    csv_file = csv_path.open("a", newline="")
+    # rank 0 logs the global batch's losses; the other ranks write theirs to nowhere
+    csv_file = csv_path.open("a", newline="") if replicas.is_main else open(os.devnull, "w")  # noqa: SIM115
     writer: csv.DictWriter | None = None
     run_started, first_step, total_steps = time.perf_counter(), step, run.epochs * steps_per_epoch
     try:
@@ -258,14 +281,14 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             bar = tqdm(
                 range(steps_per_epoch),
                 desc=f"epoch {epoch + 1}/{run.epochs}",
-                disable=not progress,
+                disable=not (progress and replicas.is_main),
                 mininterval=1.0 if sys.stderr.isatty() else 30.0,
                 file=sys.stderr,
             )
             for i in bar:
-                idx = perm[i * batch : (i + 1) * batch]
+                idx = distributed.shard(perm[i * batch : (i + 1) * batch], replicas)
                 x = images[idx].float().div_(255.0).contiguous(memory_format=memory_format)
-                losses = model.train_step(x, labels[idx], opts)
+                losses = distributed.mean_losses(model.train_step(x, labels[idx], opts), replicas)
                 step += 1
                 eta = _eta(time.perf_counter() - run_started, step - first_step, total_steps - step)
                 bar.set_description(f"epoch {epoch + 1}/{run.epochs}, run ETA {eta}", refresh=False)
@@ -280,9 +303,11 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             epoch += 1
             csv_file.flush()
             model.before_sampling(torch.Generator().manual_seed(run.seed * 1000 + epoch))
+            distributed.copy_buffers_from_main(model, replicas)
             duration += time.perf_counter() - started
-            draw_grid(model, out / "samples" / f"epoch_{epoch:03d}.png", device)
-            plot_losses(csv_path, out / "losses.png", title)
+            if replicas.is_main:
+                draw_grid(model, out / "samples" / f"epoch_{epoch:03d}.png", device)
+                plot_losses(csv_path, out / "losses.png", title)
             state = make_state(
                 model,
                 opts,
@@ -292,11 +317,17 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
                 epoch=epoch,
                 step=step,
                 duration_s=duration,
-                rng=_rng_state(data_gen),
+                rng=_rng_state(data_gen, replicas),
             )
             state["device"] = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
             state["threads"] = torch.get_num_threads()
-            save_checkpoint(ckpt_path, state)
+            if replicas.parallel:  # every rank's weight digest: they must agree
+                state["replicas"] = distributed.replica_record(model, replicas)
+            if replicas.is_main:
+                save_checkpoint(ckpt_path, state)
+            distributed.barrier(replicas)
+            if replicas.parallel:
+                distributed.check_replicas(state["replicas"], epoch)
             print(
                 f"epoch {epoch}/{run.epochs} done in {time.perf_counter() - started:.0f}s "
                 f"(total {duration:.0f}s); last losses {bar.postfix}",
@@ -304,6 +335,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             )
     finally:
         csv_file.close()
+    distributed.leave(replicas)
     return out
 
 
@@ -392,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="", help="run directory (default runs/<family>-<dataset>[-seed])")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument(
+        "--ddp",
+        action="store_true",
+        help="data-parallel across the processes torchrun starts (gloo on CPU, nccl on GPUs); "
+        "--batch-size is the global batch: torchrun --nproc-per-node 2 -m imagegen.cli train ... --ddp",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -422,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_from=args.resume_from,
             channels_last=args.channels_last,
             overrides=overrides,
+            ddp=args.ddp,
         )
         out = train(run, resume=args.resume, progress=not args.no_progress)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
