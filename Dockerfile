@@ -24,9 +24,12 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # ---- cpu: python:3.12-slim + onnxruntime ----------------------------------------------------
 FROM python:3.12-slim AS cpu
 ARG ORT_CPU_VERSION
+# MALLOC_ARENA_MAX=2: glibc's per-thread arenas kept RSS 1.45x warm after a burst of large
+# responses, 1.19x with two (bench/memory.py, README "Reliability").
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MALLOC_ARENA_MAX=2 \
     IMAGEGEN_HOST=0.0.0.0 \
     IMAGEGEN_PORT=8000 \
     IMAGEGEN_MODELS_DIR=/app/models
@@ -62,6 +65,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MALLOC_ARENA_MAX=2 \
     IMAGEGEN_HOST=0.0.0.0 \
     IMAGEGEN_PORT=8000 \
     IMAGEGEN_MODELS_DIR=/app/models

@@ -1,19 +1,37 @@
 """Reading a JSON request body within limits: media type, size (streamed, so a lying
-Content-Length does not matter) and nesting depth, each refused with its own 4xx."""
+Content-Length does not matter), time and nesting depth, each refused with its own 4xx.
+
+The time bound matters because uvicorn has none once the headers are in: a client trickling a
+body byte by byte held a request open for as long as it liked (only nginx, where deployed, cut
+it). Past `timeout_s` the answer is 408 `body_timeout` and the connection is closed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from starlette.requests import Request
 
-from service.errors import JsonTooDeep, MalformedJson, PayloadTooLarge, UnsupportedMediaType, clip
+from service.errors import (
+    JsonTooDeep,
+    MalformedJson,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+    clip,
+)
 
 
-async def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
+class BodyTimeout(ServiceError):
+    status, code = 408, "body_timeout"
+
+
+async def read_json(
+    request: Request, *, max_bytes: int, max_depth: int, timeout_s: float | None = None
+) -> Any:
     check_json_media_type(request.headers.get("content-type", ""))
-    data = await read_body(request, max_bytes)
+    data = await read_body(request, max_bytes, timeout_s)
     try:
         value = json.loads(data)
     except RecursionError:
@@ -33,10 +51,26 @@ def check_json_media_type(ctype: str) -> None:
         )
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refused past `max_bytes` and, when `timeout_s` is given, past that many
+    seconds from the first read."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body over {max_bytes} bytes", limit=max_bytes)
+    if timeout_s is None:
+        return await _stream(request, max_bytes)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _stream(request, max_bytes)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},  # the rest of the body must not be read as a request
+            timeout_s=timeout_s,
+        ) from None
+
+
+async def _stream(request: Request, max_bytes: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 from imagegen.contract.manifest import FAMILIES, MANIFEST_NAME, Manifest, default_model_id, sha256_file
 from service import repository
-from service.batching import DynamicBatcher
+from service.admission import Admission
+from service.batching import DynamicBatcher, RunReport
 from service.errors import InvalidParameter, ModelLoadError, ModelUnavailable, UnknownModel
 from service.generation import Generator
 from service.metrics import Metrics
@@ -153,6 +154,8 @@ class Registry:
         self.executor = executor
         self.options = options
         self.models: dict[str, ServedModel] = {}
+        # Which requests may enter, decided before any work (service/admission.py).
+        self.admission = Admission.from_settings(settings, executor)
         self.loaded = False  # True once every model has been tried
         self._watcher: asyncio.Task[None] | None = None
         # Repository changes (start-up load, load, unload, rescan) happen one at a time.
@@ -209,7 +212,13 @@ class Registry:
     def _serve(self, served: ServedModel, runtime: ModelRuntime) -> None:
         s = self.settings
         generator = Generator(runtime)
-        on_batch, on_queue = self.metrics.batch_observer(served.id, runtime.provider)
+        observe_metrics, on_queue = self.metrics.batch_observer(served.id, runtime.provider)
+        observe_rate = self.admission.observer(served.id)
+
+        def on_batch(report: RunReport) -> None:
+            observe_metrics(report)
+            observe_rate(report)
+
         batcher = DynamicBatcher(
             generator.run_batch,
             finish=generator.finish,

@@ -103,6 +103,32 @@ class Settings(BaseSettings):
         ge=1,
         description="Most images waiting per model; past it requests get 503 with Retry-After.",
     )
+    total_queue_limit: int = Field(
+        8192,
+        ge=1,
+        description="Most images admitted and not yet finished over all models; past it requests get "
+        "503 with Retry-After. Larger than queue_limit, so one model's storm leaves room for others.",
+    )
+    max_queue_wait_ms: float = Field(
+        500.0,
+        gt=0.0,
+        le=600_000.0,
+        description="A model admits no more images than it drains in this time (its measured images/s; "
+        "at least two runs' worth, at most queue_limit); past it: 503 with Retry-After, before any work.",
+    )
+    max_response_bytes: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        description="Most bytes of image responses being built or sent at once (a client that does not "
+        "read holds its response); past it requests get 503 with Retry-After.",
+    )
+    body_timeout: float = Field(
+        10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds a client may take to send a request body once its headers are in; then "
+        "408 `body_timeout` and the connection is closed.",
+    )
     max_n: int = Field(64, ge=1, description="Most images one GET /generate or /sample request may ask for.")
     max_items: int = Field(1024, ge=1, description="Most images one POST /v1/images request may ask for.")
     max_scale: int = Field(
@@ -177,6 +203,9 @@ class Settings(BaseSettings):
             raise ValueError(f"max_n ({self.max_n}) must not exceed queue_limit ({self.queue_limit})")
         if self.max_items > self.queue_limit:
             raise ValueError(f"max_items ({self.max_items}) must not exceed queue_limit ({self.queue_limit})")
+        if self.queue_limit > self.total_queue_limit:
+            total = self.total_queue_limit
+            raise ValueError(f"queue_limit ({self.queue_limit}) must not exceed total_queue_limit ({total})")
         if self.admin_key is not None and self.admin_key == self.api_key:
             raise ValueError(
                 "admin_key must differ from api_key: every API client would control the repository"

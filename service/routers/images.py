@@ -12,17 +12,26 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from service.admission import Ticket
 from service.auth import require_key
 from service.batching import BatcherStopped, Job, QueueFull
 from service.body import read_json
 from service.context import Ctx
-from service.errors import InferenceFailed, InvalidParameter, InvalidRequest, Overloaded, ShuttingDown
+from service.delivery import MeteredResponse, await_result, estimate_bytes
+from service.errors import (
+    InferenceFailed,
+    InvalidParameter,
+    InvalidRequest,
+    Overloaded,
+    ServiceError,
+    ShuttingDown,
+)
 from service.etag import etag_matches, image_etag
 from service.generation import ImageRequest, TensorRequest
 from service.handlers import validation_errors
 from service.params import ImageQuery, ImagesBody, body_request, check_item_count, query_request, read_query
 from service.registry import ServedModel
-from service.routers.common import KEYED_ERRORS, error_responses, query_parameters
+from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
 
 log = logging.getLogger("imagegen.routes")
 
@@ -58,6 +67,8 @@ async def sample(request: Request, ctx: Ctx) -> Response:
 
 
 async def _get_images(request: Request, ctx: Ctx) -> Response:
+    # A connection back before its Retry-After waits for it here, before anything is parsed.
+    await ctx.registry.admission.hold_early_retry(request.scope.get("client"))
     try:
         query = read_query(request.query_params.multi_items())
     except InvalidParameter as exc:
@@ -81,18 +92,23 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
             return Response(status_code=304, headers=headers)
     else:
         headers["Cache-Control"] = "no-store"
-    result = await _run(served, get.request)
-    if get.fmt == "json":
-        body = {
-            "model": served.id,
-            "version": served.require_manifest().version,
-            "seed": get.seed,
-            "n": get.request.n,
-            "scale": get.request.scale,
-            "images": _image_entries(served, get.request, result),
-        }
-        return JSONResponse(body, headers=headers)
-    return Response(result, media_type="image/png", headers=headers)
+    ticket = _admit(request, ctx, served, get.request)
+    try:
+        result = await _run(request, served, get.request, ticket)
+        if get.fmt == "json":
+            body = {
+                "model": served.id,
+                "version": served.require_manifest().version,
+                "seed": get.seed,
+                "n": get.request.n,
+                "scale": get.request.scale,
+                "images": _image_entries(served, get.request, result),
+            }
+            return _json(body, ticket, headers)
+        return MeteredResponse(result, ticket, media_type="image/png", headers=headers)
+    except BaseException:
+        ticket.release()
+        raise
 
 
 @router.post(
@@ -107,13 +123,19 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
     responses={
         200: {"content": {"application/json": {}, "application/x-npy": {}}},
         **error_responses(400, 413, 415),
+        408: {"model": ErrorBody, "description": "The body did not arrive within IMAGEGEN_BODY_TIMEOUT."},
     },
 )
 async def images(request: Request, ctx: Ctx) -> Response:
     """The body is read by hand (not a FastAPI body parameter) to enforce size and depth limits
     before parsing and to give each failure its own 4xx."""
     s = ctx.settings
-    body = await read_json(request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth)
+    admission = ctx.registry.admission
+    await admission.hold_early_retry(request.scope.get("client"))
+    admission.check_total(request.scope.get("client"))  # full: 503 before reading the body
+    body = await read_json(
+        request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth, timeout_s=s.body_timeout
+    )
     _check_list_lengths(body, s.max_items)
     try:
         spec = ImagesBody.model_validate(body)
@@ -124,16 +146,21 @@ async def images(request: Request, ctx: Ctx) -> Response:
     request.scope["state"]["model"] = served.id
     req = body_request(served, spec, max_items=s.max_items, max_scale=s.max_scale)
     headers = _model_headers(served, req.seeds[0])
-    result = await _run(served, req)
-    if spec.format == "npy":
-        return Response(result, media_type="application/x-npy", headers=headers)
-    payload = {
-        "model": served.id,
-        "version": served.require_manifest().version,
-        "scale": req.scale,
-        "images": _image_entries(served, req, result),
-    }
-    return JSONResponse(payload, headers=headers)
+    ticket = _admit(request, ctx, served, req)
+    try:
+        result = await _run(request, served, req, ticket)
+        if spec.format == "npy":
+            return MeteredResponse(result, ticket, media_type="application/x-npy", headers=headers)
+        payload = {
+            "model": served.id,
+            "version": served.require_manifest().version,
+            "scale": req.scale,
+            "images": _image_entries(served, req, result),
+        }
+        return _json(payload, ticket, headers)
+    except BaseException:
+        ticket.release()
+        raise
 
 
 def _check_list_lengths(body: Any, max_items: int) -> None:
@@ -146,7 +173,25 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
                 check_item_count(len(value), max_items)
 
 
-async def _run(served: ServedModel, image_request: ImageRequest | TensorRequest) -> Any:
+def _admit(request: Request, ctx: Ctx, served: ServedModel, image_request: ImageRequest) -> Ticket:
+    """Admission (service/admission.py): 503 with Retry-After before any work when the model, the
+    server or the bytes of responses in flight are at their bounds."""
+    image = served.require_manifest().image
+    values = image.channels * image.height * image.width
+    size = estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
+    return ctx.registry.admission.admit(served.id, image_request.n, size, request.scope.get("client"))
+
+
+def _json(payload: dict[str, Any], ticket: Ticket, headers: dict[str, str]) -> Response:
+    body = JSONResponse(payload).body  # rendered once; sent in metered chunks
+    return MeteredResponse(bytes(body), ticket, media_type="application/json", headers=headers)
+
+
+async def _run(
+    request: Request, served: ServedModel, image_request: ImageRequest | TensorRequest, ticket: Ticket
+) -> Any:
+    """The job's result through the model's batcher; its images leave admission when it is done,
+    and a client that disconnects first has its job cancelled (never run)."""
     assert served.batcher is not None
     try:
         future = served.batcher.submit(Job(size=image_request.n, payload=image_request))
@@ -159,10 +204,14 @@ async def _run(served: ServedModel, image_request: ImageRequest | TensorRequest)
     except BatcherStopped:
         raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
     try:
-        return await future
+        return await await_result(future, request.receive)
+    except ServiceError:
+        raise
     except Exception as exc:
         log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
         raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
+    finally:
+        ticket.images_done()
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:
