@@ -52,6 +52,8 @@ def machine_info() -> dict:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
+        # 1/5/15-minute load: figures from a shared machine are only comparable within one run
+        "load_average": list(os.getloadavg()),
         "gpu": _gpu(),
         "python": platform.python_version(),
         "platform": platform.platform(),
