@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -66,6 +66,30 @@ class InferResponse:
     outputs: list[Tensor]
 
 
+class ServerMetadata(TypedDict):
+    """The protocol's server metadata (JSON body and ServerMetadataResponse fields)."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(TypedDict):
+    name: str
+    datatype: str
+    shape: list[int]  # -1 for a variable dim
+
+
+class ModelMetadata(TypedDict):
+    """The protocol's model metadata (JSON body and ModelMetadataResponse fields)."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
 def server_version() -> str:
     try:
         return metadata.version("imagegen")
@@ -88,7 +112,7 @@ class InferenceService:
         reg = self.registry
         return reg.loaded and any(m.state == "ready" for m in reg.models.values())
 
-    def server_metadata(self) -> dict[str, Any]:
+    def server_metadata(self) -> ServerMetadata:
         return {"name": SERVER_NAME, "version": server_version(), "extensions": list(EXTENSIONS)}
 
     # -- models -------------------------------------------------------------------------------
@@ -116,9 +140,9 @@ class InferenceService:
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.find(name, version).state == "ready"
 
-    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         manifest = self._manifest(self.find(name, version))
-        inputs = [
+        inputs: list[TensorMetadata] = [
             {"name": n, "datatype": DATATYPES[n], "shape": manifest.inputs[n]}
             for n in sorted(manifest.inputs)
         ]
