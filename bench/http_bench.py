@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -62,7 +63,9 @@ def free_port() -> int:
 def start(server: Server, port: int) -> subprocess.Popen:
     env = {**os.environ, **server.env, "IMAGEGEN_PORT": str(port), "IMAGEGEN_HOST": "127.0.0.1"}
     cmd = [c.replace("{port}", str(port)) for c in server.cmd]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own process group, so stop() also ends the children a server spawns (LitServe's workers).
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -78,11 +81,21 @@ def start(server: Server, port: int) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """SIGTERM to the server's process group (it and its children), SIGKILL after 20 s."""
+    _signal_group(proc, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # children that outlived their parent's SIGTERM
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def cpu_seconds(pid: int) -> float:
