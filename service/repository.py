@@ -1,18 +1,24 @@
 """The model repository on disk: scan `<models_dir>/<id>/manifest.json`, validate, verify sha256.
 
 This module only reads files; it loads no session. A model whose manifest does not parse, whose
-id does not match its folder, or whose ONNX file is missing or has the wrong sha256 is returned
-with a reason instead of a manifest, so the registry can report it and serve the others.
+id does not match its folder, whose ONNX file is missing or has the wrong sha256, or whose Triton
+config.pbtxt does not describe it (service/config_check.py) is returned with a reason, so the
+registry can report it and serve the others.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from imagegen.contract.manifest import MANIFEST_NAME, Manifest, sha256_file
+from imagegen.contract.triton_config import CONFIG_NAME
+from service.config_check import config_problem
+
+log = logging.getLogger("imagegen.repository")
 
 
 @dataclass(frozen=True)
@@ -68,4 +74,37 @@ def check(directory: Path) -> RepositoryEntry:
             error=f"sha256 mismatch for {manifest.onnx.file}: manifest {manifest.onnx.sha256[:12]}..., "
             f"file {digest[:12]}...",
         )
+    problem = _config_problem(directory, manifest)
+    if problem is not None:
+        return RepositoryEntry(model_id, directory, manifest, error=problem)
     return RepositoryEntry(model_id, directory, manifest, onnx_path)
+
+
+def _config_problem(directory: Path, manifest: Manifest) -> str | None:
+    """Triton's config.pbtxt checked against the manifest (service/config_check.py); a folder
+    without one is served (repositories exported before it existed), and logged once."""
+    path = directory / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        _log_missing_config_once(directory.name)
+        return None
+    except OSError as exc:  # str(exc) would name the absolute path: the reason is public
+        return f"unreadable {CONFIG_NAME}: {exc.strerror or 'I/O error'}"
+    except UnicodeDecodeError:
+        return f"{CONFIG_NAME} is not UTF-8 text"
+    return config_problem(text, manifest)
+
+
+_missing_config_logged: set[str] = set()  # model ids, so a rescan or load does not repeat it
+
+
+def _log_missing_config_once(model_id: str) -> None:
+    if model_id not in _missing_config_logged:
+        _missing_config_logged.add(model_id)
+        log.warning(
+            "model %s has no %s: served, but Triton pointed at this repository would have to guess "
+            "its configuration (write it with python -m imagegen.contract.triton_config <models dir>)",
+            model_id,
+            CONFIG_NAME,
+        )

@@ -199,8 +199,13 @@ def copy_model(models_dir: Path, model_id: str, dest: Path, new_id: str | None =
     if new_id:
         import json
 
+        from imagegen.contract.manifest import Manifest
+        from imagegen.contract.triton_config import CONFIG_NAME, write_config
+
         manifest_path = target / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["id"] = new_id
         manifest_path.write_text(json.dumps(manifest, indent=2))
+        if (target / CONFIG_NAME).is_file():  # its name is the model's: the scan checks it
+            write_config(target, Manifest.read(target))
     return target
