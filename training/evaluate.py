@@ -43,6 +43,7 @@ from imagegen.contract.classifier import ClassifierManifest
 from imagegen.contract.manifest import MANIFEST_NAME, Manifest, QualityMetrics, sha256_file
 from imagegen.contract.sampling import build_feeds, to_uint8
 from training import metrics
+from training.cli_help import DefaultsHelpFormatter
 from training.data import DatasetError, ImageDataset, load_idx_dataset, load_image_folder, split_holdout
 
 IDX_DATASETS = ("mnist", "fashion")
@@ -407,18 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imagegen evaluate",
         description="Measure a model's quality (class accuracy, fid_cls, precision/recall) and write it "
         "into its manifest's `metrics`.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("model_id", nargs="?", help="a model id under --models-dir (or use --all)")
     p.add_argument("--compare", type=Path, default=None, metavar="MODEL_DIR",
                    help="print models/<id>'s current version measured now beside its recorded figures "
                    "and those of the version it replaced; writes nothing")
     p.add_argument("--all", action="store_true", help="evaluate every model under --models-dir")
-    p.add_argument("--models-dir", type=Path, default=Path("models"))
-    p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"))
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="the model repository")
+    p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"),
+                   help="the reference classifiers the metrics are measured with")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="real data root (mnist/, fashion-mnist/, <image folder>/); "
                    "default $IMAGEGEN_DATA_DIR")
-    p.add_argument("--samples", type=int, default=10_000, help="generated images (default 10,000)")
+    p.add_argument("--samples", type=int, default=10_000, help="generated images")
     p.add_argument("--seed", type=int, default=0, help="first seed of the generated images")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     return p

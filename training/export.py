@@ -44,6 +44,7 @@ from imagegen.contract.manifest import (
 )
 from imagegen.contract.triton_config import write_config
 from training.checkpoint import build_model, load_checkpoint
+from training.cli_help import DefaultsHelpFormatter
 from training.data import DatasetError
 from training.evaluate import EvalConfig, EvaluationError, comparison_table, measure, regressions
 from training.families import get_family, parse_overrides
@@ -320,10 +321,14 @@ def gate_config(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(args.models_dir, args.classifiers_dir, data_dir, samples=args.eval_samples)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="imagegen export", description="Export a training run to ONNX.")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagegen export",
+        description="Export a training run to ONNX.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("run", type=Path, help="run directory (holds checkpoint.pt) or a checkpoint file")
-    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="the model repository")
     p.add_argument("--id", default=None, help="model id (default <family>-<dataset>[-seed])")
     p.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG here")
     p.add_argument(
@@ -338,10 +343,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="export even when the new version measures worse than the one it replaces")
     p.add_argument("--no-gate", action="store_true",
                    help="skip measuring the new version (no metrics written; evaluate it later)")
-    p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"))
+    p.add_argument("--classifiers-dir", type=Path, default=Path("classifiers"),
+                   help="the reference classifiers the quality gate measures with")
     p.add_argument("--data-dir", type=Path, default=None, help="real data root (default $IMAGEGEN_DATA_DIR)")
     p.add_argument("--eval-samples", type=int, default=10_000, help="images the quality gate measures")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         gate = None if args.no_gate else gate_config(args)
         manifest = export_run(
