@@ -1,5 +1,10 @@
 """Checkpoints that rebuild their model: family, model config, run config, progress, state dicts,
-optimiser and RNG states. Export and resume read only this file."""
+optimiser and RNG states. Export and resume read only this file.
+
+Progress is `epoch` (epochs finished), `step` (optimiser steps in all) and `epoch_step` (steps
+done in the unfinished epoch: 0 at an epoch's end, more when Ctrl+C stopped a run mid-epoch).
+`rng["data"]` is the data order's generator as it was before that unfinished epoch drew its
+permutation, so a resumed run draws the same order and skips the `epoch_step` batches done."""
 
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ def make_state(
     step: int,
     duration_s: float,
     rng: dict[str, Any],
+    epoch_step: int = 0,
 ) -> dict[str, Any]:
     return {
         "family": family,
@@ -50,6 +56,7 @@ def make_state(
         "dataset": dataset,
         "epoch": epoch,
         "step": step,
+        "epoch_step": epoch_step,
         "duration_s": duration_s,
         "model": model.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in opts.items()},
