@@ -21,6 +21,7 @@ import numpy as np
 from imagegen.contract.manifest import Manifest
 from imagegen.contract.sampling import MAX_SEED, default_labels
 from imagegen.contract.triton_config import PLATFORM, model_config
+from service.admission import Ticket
 from service.batching import BatcherStopped, Job, QueueFull
 from service.errors import ServiceError
 from service.generation import ImageRequest, TensorRequest
@@ -40,6 +41,9 @@ OUTPUT = "image"
 # Request parameters: ours, the transport's, and Triton client options that change nothing here.
 PARAMETERS = frozenset(["seeds", "labels", "binary_data_output", "priority", "timeout"])
 _SEPARATORS = re.compile(r"[\s,]+")
+# Reserved per response beyond its values (names, shape, ids), for the response-bytes bound.
+RESPONSE_OVERHEAD_BYTES = 1024
+RETRY_SOON = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)
@@ -172,16 +176,50 @@ class InferenceService:
 
     # -- inference ------------------------------------------------------------------------------
 
-    async def infer(self, served: ServedModel, request: InferRequest) -> InferResponse:
-        """Validate the request against the model, run it through the model's batcher, answer."""
+    async def check_capacity(self, client: Any = None) -> None:
+        """Before a request's body is read: a connection back before the Retry-After it was given
+        waits until then, and a server full as a whole refuses (unavailable, with Retry-After)."""
+        admission = self.registry.admission
+        await admission.hold_early_retry(client)
+        try:
+            admission.check_total(client)
+        except ServiceError as exc:
+            raise from_service_error(exc) from None
+
+    async def infer(
+        self, served: ServedModel, request: InferRequest, *, client: Any = None, bytes_per_value: int = 4
+    ) -> tuple[InferResponse, Ticket]:
+        """Validate the request against the model, admit it (service/admission.py, as our own image
+        routes: unavailable with Retry-After when the model, the server or the response bytes in
+        flight are at their bounds), run it through the model's batcher, answer.
+
+        `client` identifies the connection (held when it retries early); `bytes_per_value` is what
+        one output value costs in the transport's encoding, for the response-bytes bound. The
+        ticket still holds the response's bytes: the transport calls `ticket.response_sent()` once
+        the response is out (or on any failure after this returns)."""
         manifest = self._manifest(served)
         payload, n = self._payload(served, request)
         for output in request.outputs or ():
             if output.name != OUTPUT:
                 raise ProtocolError("invalid", f"model {served.id!r} has no output {output.name[:60]!r}")
-        images = await self._run(served, payload, n)
+        ticket = self._admit(served, n, bytes_per_value, client)
+        try:
+            images = await self._run(served, payload, n)
+        except BaseException:
+            ticket.release()
+            raise
+        finally:
+            ticket.images_done()
         tensor = Tensor(OUTPUT, DATATYPES[OUTPUT], tuple(images.shape), images)
-        return InferResponse(served.id, str(manifest.version), request.id, [tensor])
+        return InferResponse(served.id, str(manifest.version), request.id, [tensor]), ticket
+
+    def _admit(self, served: ServedModel, n: int, bytes_per_value: int, client: Any) -> Ticket:
+        image = self._manifest(served).image
+        size = n * image.channels * image.height * image.width * bytes_per_value + RESPONSE_OVERHEAD_BYTES
+        try:
+            return self.registry.admission.admit(served.id, n, size, client)
+        except ServiceError as exc:
+            raise from_service_error(exc) from None
 
     def _payload(
         self, served: ServedModel, request: InferRequest
@@ -327,10 +365,10 @@ class InferenceService:
             future = served.batcher.submit(Job(size=n, payload=payload))
         except QueueFull:
             raise ProtocolError(
-                "unavailable", f"model {served.id!r} is at its queue limit; retry shortly"
+                "unavailable", f"model {served.id!r} is at its queue limit; retry shortly", RETRY_SOON
             ) from None
         except BatcherStopped:
-            raise ProtocolError("unavailable", "the server is shutting down") from None
+            raise ProtocolError("unavailable", "the server is shutting down", RETRY_SOON) from None
         try:
             # the batcher carries any result; both payloads here finish as the float32 array
             return cast(np.ndarray, await future)

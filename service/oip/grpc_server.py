@@ -3,8 +3,9 @@
 It runs on the service's own event loop (started by the OIP router's lifespan when
 `IMAGEGEN_GRPC_PORT` is set), so its requests reach the same InferenceService, registry and
 batchers as HTTP's and share their batches. Every RPC answers a protocol error with its status
-code (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, UNAVAILABLE, INTERNAL), never an unhandled
-exception. grpcio is imported only here, so a service without the port does not need it.
+code (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, UNAVAILABLE with a `retry-after` trailer when
+overloaded, INTERNAL), never an unhandled exception. grpcio is imported only here, so a service
+without the port does not need it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ STATUS = {
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "not_found": grpc.StatusCode.NOT_FOUND,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "internal": grpc.StatusCode.INTERNAL,
 }
@@ -73,11 +76,21 @@ def _rpc(*, keyed: bool = True) -> Callable[[Handler], Handler]:
             except Exception as exc:
                 log.error("unhandled error in %s", method.__name__, exc_info=exc)
                 error = ProtocolError("internal", "internal error; see the server log")
-            await context.abort(STATUS[error.kind], error.message)  # raises: ends the RPC
+            # raises: ends the RPC; headers (Retry-After) travel as trailing metadata
+            await context.abort(STATUS[error.kind], error.message, trailing_metadata(error))
 
         return call
 
     return wrap
+
+
+def trailing_metadata(error: ProtocolError) -> tuple[tuple[str, str], ...]:
+    """The error's headers as gRPC metadata (lower-case keys, as gRPC requires), Retry-After
+    above all; hop-by-hop HTTP headers stay out."""
+    return tuple((k.lower(), v) for k, v in error.headers.items() if k.lower() in _METADATA_HEADERS)
+
+
+_METADATA_HEADERS = frozenset(["retry-after"])
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -129,18 +142,29 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc()
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+        """Admitted as HTTP's requests are (the connection is the peer): UNAVAILABLE with a
+        `retry-after` trailer when the model or the server is at its bounds."""
         served = self.service.ready(request.model_name, request.model_version)
+        client = context.peer()
+        await self.service.check_capacity(client)
         infer_request = decode_request(request, self.service.max_elements(served))
-        response = await self.service.infer(served, infer_request)
-        output = pb.ModelInferResponse.InferOutputTensor
-        # Raw output contents, as Triton answers: the client reads them without a per-value copy.
-        return pb.ModelInferResponse(
-            model_name=response.model_name,
-            model_version=response.model_version,
-            id=response.id,
-            outputs=[output(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in response.outputs],
-            raw_output_contents=[to_bytes(t.data) for t in response.outputs],
-        )
+        response, ticket = await self.service.infer(served, infer_request, client=client)
+        try:
+            output = pb.ModelInferResponse.InferOutputTensor
+            # Raw output contents, as Triton answers: the client reads them without a per-value copy.
+            return pb.ModelInferResponse(
+                model_name=response.model_name,
+                model_version=response.model_version,
+                id=response.id,
+                outputs=[
+                    output(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in response.outputs
+                ],
+                raw_output_contents=[to_bytes(t.data) for t in response.outputs],
+            )
+        finally:
+            # grpc.aio says nothing of when a response has been sent: its bytes leave the bound
+            # once the message is built and handed over.
+            ticket.response_sent()
 
 
 def decode_request(message: Any, max_elements: int) -> InferRequest:

@@ -41,8 +41,16 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     except zlib.error:
         raise ProtocolError("invalid", f"the body is not valid {encoding.strip().lower()} data") from None
     if len(data) > limit:
-        raise ProtocolError("invalid", f"the decompressed body is over {limit} bytes")
+        raise ProtocolError("too_large", f"the decompressed body is over {limit} bytes")
     return data
+
+
+def bytes_per_value(requested: list[RequestedOutput] | None, binary_output: bool) -> int:
+    """What one output value costs in the response: 4 bytes as binary data, at most
+    BYTES_PER_VALUE as JSON text (for the response-bytes bound of admission)."""
+    flags = [o.binary for o in requested or ()]
+    binary = [binary_output if flag is None else flag for flag in flags] or [binary_output]
+    return 4 if all(binary) else BYTES_PER_VALUE
 
 
 def parse_infer_request(

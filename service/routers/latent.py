@@ -19,10 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.contract.sampling import default_label
 from service import latent
+from service.admission import Ticket
 from service.auth import require_key
 from service.batching import BatcherStopped, Job, QueueFull
 from service.body import read_body
 from service.context import Context, Ctx
+from service.delivery import MeteredResponse, await_result, estimate_bytes
 from service.errors import (
     InferenceFailed,
     InvalidParameter,
@@ -30,6 +32,7 @@ from service.errors import (
     ModelUnavailable,
     Overloaded,
     ParameterNotSupported,
+    ServiceError,
     ShuttingDown,
     clip,
 )
@@ -49,7 +52,7 @@ from service.params import (
     resolve_class,
 )
 from service.registry import ServedModel
-from service.routers.common import KEYED_ERRORS, error_responses, query_parameters
+from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
 
 router = APIRouter(
     tags=["latent"],
@@ -104,10 +107,10 @@ class ReconstructQuery(_ModelQuery):
 async def interpolate(request: Request, ctx: Ctx) -> Response:
     """`/interpolate?model=gan-mnist&seed_a=1&seed_b=2&steps=8`: images of the slerp between the
     two seeds' latents (image 0 is /sample's image of seed_a, the last one seed_b's), one class."""
+    await ctx.registry.admission.hold_early_retry(request.scope.get("client"))
     query = _read(ctx, InterpolateQuery, request)
     served = _served(ctx, request, query.model, query.dataset)
-    manifest = served.manifest
-    assert manifest is not None
+    manifest = served.require_manifest()
     if "z" not in manifest.inputs:
         raise ParameterNotSupported(
             f"model {served.id!r} has no latent (it takes only a class); interpolate works with "
@@ -134,26 +137,31 @@ async def interpolate(request: Request, ctx: Ctx) -> Response:
     feeds = {"z": latent.interpolation_latents(seed_a, seed_b, manifest.latent_dim, steps)}
     if "label" in manifest.inputs:
         feeds["label"] = np.full(steps, label, dtype=np.int64)
-    images = await _decode(served, TensorRequest(feeds))
-    if fmt == "png":
-        strip = await _off_loop(ctx, latent.strip_png, images, scale)
-        return Response(strip, media_type="image/png", headers=headers)
-    pngs = await _off_loop(ctx, latent.png_list, images, scale)
-    body = {
-        "model": served.id,
-        "version": manifest.version,
-        "seed_a": seed_a,
-        "seed_b": seed_b,
-        "steps": steps,
-        "scale": scale,
-        "label": label if manifest.conditional else None,
-        "class_name": manifest.class_names[label] if manifest.conditional else None,
-        "images": [
-            {"t": t, "png_base64": _b64(png)}
-            for t, png in zip(latent.interpolation_ts(steps), pngs, strict=True)
-        ],
-    }
-    return JSONResponse(body, headers=headers)
+    ticket = _admit(request, ctx, served, steps, _response_bytes(served, steps, scale, fmt))
+    try:
+        images = await _decode(request, served, TensorRequest(feeds), ticket)
+        if fmt == "png":
+            strip = await _off_loop(ctx, latent.strip_png, images, scale)
+            return MeteredResponse(strip, ticket, media_type="image/png", headers=headers)
+        pngs = await _off_loop(ctx, latent.png_list, images, scale)
+        body = {
+            "model": served.id,
+            "version": manifest.version,
+            "seed_a": seed_a,
+            "seed_b": seed_b,
+            "steps": steps,
+            "scale": scale,
+            "label": label if manifest.conditional else None,
+            "class_name": manifest.class_names[label] if manifest.conditional else None,
+            "images": [
+                {"t": t, "png_base64": _b64(png)}
+                for t, png in zip(latent.interpolation_ts(steps), pngs, strict=True)
+            ],
+        }
+        return _json(body, ticket, headers)
+    except BaseException:
+        ticket.release()
+        raise
 
 
 # -- POST /v1/reconstruct ---------------------------------------------------------------------
@@ -187,15 +195,17 @@ async def interpolate(request: Request, ctx: Ctx) -> Response:
             "content": {"image/png": {}, "application/json": {}},
         },
         **error_responses(413, 415),
+        408: {"model": ErrorBody, "description": "The body did not arrive within IMAGEGEN_BODY_TIMEOUT."},
     },
 )
 async def reconstruct(request: Request, ctx: Ctx) -> Response:
     """The encoder's mean (mu) of the image, drawn back by the decoder. Without `class=` a
     conditional VAE tries every class and keeps the closest reconstruction (`X-Class`)."""
+    admission = ctx.registry.admission
+    await admission.hold_early_retry(request.scope.get("client"))
     query = _read(ctx, ReconstructQuery, request)
     served = _served(ctx, request, query.model, query.dataset)
-    manifest = served.manifest
-    assert manifest is not None
+    manifest = served.require_manifest()
     if not latent.has_encoder(manifest):
         raise ParameterNotSupported(
             f"model {served.id!r} has no encoder; reconstruct works with the VAE models",
@@ -207,19 +217,52 @@ async def reconstruct(request: Request, ctx: Ctx) -> Response:
     klass = resolve_class(served, query.digit, query.class_)
     content_type = request.headers.get("content-type", "")
     latent.check_upload_type(content_type)
-    body = await read_body(request, ctx.settings.max_body_bytes)
+    admission.check_total(request.scope.get("client"))  # full: 503 before reading the body
+    s = ctx.settings
+    body = await read_body(request, s.max_body_bytes, s.body_timeout)
+    candidates = _candidate_classes(served, klass)
+    # Both images (the input and its reconstruction) come back with format=json.
+    size = _response_bytes(served, 1 if fmt == "png" else 2, scale, fmt) + 32 * manifest.latent_dim
+    ticket = _admit(request, ctx, served, len(candidates), size)
+    try:
+        return await _reconstruct(request, ctx, served, body, candidates, klass, scale, fmt, ticket)
+    except BaseException:
+        ticket.release()
+        raise
+
+
+def _candidate_classes(served: ServedModel, klass: int | None) -> list[int]:
+    """The classes to try: the one asked for, every class of a conditional model, or 0."""
+    manifest = served.require_manifest()
+    if not manifest.conditional:
+        return [0]
+    return [klass] if klass is not None else list(range(manifest.num_classes))
+
+
+async def _reconstruct(
+    request: Request,
+    ctx: Context,
+    served: ServedModel,
+    body: bytes,
+    candidates: list[int],
+    klass: int | None,
+    scale: int,
+    fmt: str,
+    ticket: Ticket,
+) -> Response:
+    """The admitted work of POST /v1/reconstruct: decode the upload, encode, decode each candidate
+    class through the batcher, keep the closest."""
+    manifest = served.require_manifest()
+    content_type = request.headers.get("content-type", "")
     original = await _off_loop(ctx, _decode_upload, content_type, body, manifest.image)
     encoder = await _off_loop(ctx, _load_encoder, _encoders(request, ctx), served)
-    candidates = [klass] if klass is not None else list(range(manifest.num_classes))
-    if not manifest.conditional:
-        candidates = [0]
     labels = np.asarray(candidates, dtype=np.int64)
     images_in = np.repeat(original, len(candidates), axis=0)
     mu = await _off_loop(ctx, encoder.encode, images_in, labels)
     feeds: dict[str, np.ndarray] = {"z": mu.astype(np.float32)}
     if "label" in manifest.inputs:
         feeds["label"] = labels
-    images = await _decode(served, TensorRequest(feeds))
+    images = await _decode(request, served, TensorRequest(feeds), ticket)
     errors = latent.reconstruction_error(original, images)
     best = int(np.argmin(errors))
     headers = _headers(served) | {"Cache-Control": "no-store"}
@@ -227,23 +270,21 @@ async def reconstruct(request: Request, ctx: Ctx) -> Response:
         headers["X-Class"] = str(candidates[best])
     [png] = await _off_loop(ctx, latent.png_list, images[best : best + 1], scale)
     if fmt == "png":
-        return Response(png, media_type="image/png", headers=headers)
+        return MeteredResponse(png, ticket, media_type="image/png", headers=headers)
     [seen] = await _off_loop(ctx, latent.png_list, original, scale)
-    return JSONResponse(
-        {
-            "model": served.id,
-            "version": manifest.version,
-            "label": candidates[best] if manifest.conditional else None,
-            "class_name": manifest.class_names[candidates[best]] if manifest.conditional else None,
-            "class_given": klass is not None,
-            "latent": [float(v) for v in mu[best]],
-            "mse": float(errors[best]),
-            "scale": scale,
-            "input_png_base64": _b64(seen),
-            "png_base64": _b64(png),
-        },
-        headers=headers,
-    )
+    payload = {
+        "model": served.id,
+        "version": manifest.version,
+        "label": candidates[best] if manifest.conditional else None,
+        "class_name": manifest.class_names[candidates[best]] if manifest.conditional else None,
+        "class_given": klass is not None,
+        "latent": [float(v) for v in mu[best]],
+        "mse": float(errors[best]),
+        "scale": scale,
+        "input_png_base64": _b64(seen),
+        "png_base64": _b64(png),
+    }
+    return _json(payload, ticket, headers)
 
 
 def _decode_upload(content_type: str, body: bytes, spec: Any) -> np.ndarray:
@@ -317,12 +358,34 @@ def _etag(served: ServedModel, *parts: object) -> str:
     return '"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
 
 
-async def _decode(served: ServedModel, request: TensorRequest) -> np.ndarray:
+def _response_bytes(served: ServedModel, images: int, scale: int, fmt: str) -> int:
+    """Upper bound of the response's size, reserved at admission (a strip's canvas is no larger
+    than the grid estimate_bytes assumes)."""
+    image = served.require_manifest().image
+    values = image.channels * image.height * image.width
+    return estimate_bytes(values, images, scale, "png" if fmt == "png" else "json")
+
+
+def _admit(request: Request, ctx: Context, served: ServedModel, images: int, size: int) -> Ticket:
+    """Admission, as the image routes': 503 with Retry-After before any work when the model, the
+    server or the bytes of responses in flight are at their bounds (service/admission.py)."""
+    return ctx.registry.admission.admit(served.id, images, size, request.scope.get("client"))
+
+
+def _json(payload: dict[str, Any], ticket: Ticket, headers: dict[str, str]) -> Response:
+    body = JSONResponse(payload).body  # rendered once; sent in metered chunks
+    return MeteredResponse(bytes(body), ticket, media_type="application/json", headers=headers)
+
+
+async def _decode(
+    request: Request, served: ServedModel, tensors: TensorRequest, ticket: Ticket
+) -> np.ndarray:
     """The decoder's images for these feeds, through the model's batcher (merged with the image
-    requests of the same model), with the batcher's refusals as our 503s."""
+    requests of the same model), with the batcher's refusals as our 503s. The ticket's images
+    leave admission once the job is done; a client that disconnects first has its job cancelled."""
     assert served.batcher is not None
     try:
-        future = served.batcher.submit(Job(size=request.n, payload=request))
+        future = served.batcher.submit(Job(size=tensors.n, payload=tensors))
     except QueueFull as exc:
         raise Overloaded(
             f"model {served.id!r} is at its queue limit ({exc}); retry shortly",
@@ -332,10 +395,14 @@ async def _decode(served: ServedModel, request: TensorRequest) -> np.ndarray:
     except BatcherStopped:
         raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
     try:
-        images: np.ndarray = await future
+        images: np.ndarray = await await_result(future, request.receive)
+    except ServiceError:
+        raise
     except Exception as exc:
         log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
         raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
+    finally:
+        ticket.images_done()
     return images
 
 

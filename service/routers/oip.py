@@ -20,11 +20,15 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from imagegen.contract.sampling import MAX_SEED
 from service.auth import authorized
-from service.errors import ServiceError
+from service.body import read_body
+from service.delivery import MeteredResponse
+from service.errors import PayloadTooLarge, ServiceError
 from service.oip import rest
 from service.oip.core import InferenceService
 from service.oip.errors import HTTP_STATUS, Kind, ProtocolError, from_service_error
+from service.routers.common import protocol_error_responses
 
 log = logging.getLogger("imagegen.oip")
 
@@ -34,7 +38,9 @@ _OFF_LOOP_OUTPUT_VALUES = 64 * 1024
 
 
 def protocol_error_response(exc: ProtocolError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.kind == "unauthenticated" else None
+    headers = dict(exc.headers)
+    if exc.kind == "unauthenticated":
+        headers["WWW-Authenticate"] = "Bearer"
     return Response(
         rest.error_body(exc.message),
         status_code=HTTP_STATUS[exc.kind],
@@ -107,20 +113,125 @@ async def _require_key(request: Request) -> None:
 
 
 # Probes reach the health routes without the key (as /healthz and /readyz); the rest need it.
-_open = APIRouter(route_class=ProtocolRoute, tags=["open inference protocol"])
+_open = APIRouter(
+    route_class=ProtocolRoute, tags=["open inference protocol"], responses=protocol_error_responses(500)
+)
 _keyed = APIRouter(
-    route_class=ProtocolRoute, tags=["open inference protocol"], dependencies=[Depends(_require_key)]
+    route_class=ProtocolRoute,
+    tags=["open inference protocol"],
+    dependencies=[Depends(_require_key)],
+    responses=protocol_error_responses(401, 500),
 )
 _fallback = APIRouter(route_class=ProtocolRoute, include_in_schema=False)
 
 
-@_open.get("/v2/health/live", summary="Server liveness")
+def _status_only(ok: str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """Probes and readiness checks answer with a status and no body, as the protocol's (and
+    Triton's); with `response_class=Response` the OpenAPI declares no content for them either."""
+    return {200: {"description": ok}, **protocol_error_responses(*errors)}
+
+
+_MODEL_ERRORS = (404, 503)  # unknown model or version; a model that is loading, failed or unloaded
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "description": "FP32 for z and image, INT64 for label."},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"type": "array", "description": "Values, flat or nested (row-major)."},
+        "parameters": {
+            "type": "object",
+            "description": "binary_data_size: the tensor's bytes follow the JSON (binary data extension).",
+        },
+    },
+}
+_INFER_BODY = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "description": "seeds (and labels): images as /sample's, instead of z; binary_data_output: "
+            "outputs as binary data after the JSON.",
+            "properties": {
+                "seeds": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+                },
+                "labels": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                "binary_data_output": {"type": "boolean"},
+                "priority": {"type": "integer"},
+                "timeout": {"type": "integer"},
+            },
+            "additionalProperties": False,  # refused: 400 naming the known ones
+        },
+        "inputs": {"type": "array", "maxItems": rest.MAX_TENSORS, "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "maxItems": rest.MAX_TENSORS,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+}
+_INFER_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "model_version", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _TENSOR},
+    },
+}
+_BINARY = {"type": "string", "format": "binary"}
+_INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON; with the binary tensor data extension, the JSON header "
+        "(Inference-Header-Content-Length bytes) followed by the tensors' bytes.",
+        "content": {
+            "application/json": {"schema": _INFER_BODY},
+            "application/octet-stream": {"schema": _BINARY},
+        },
+    }
+}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image tensor FP32 [N, C, H, W]: JSON, or JSON header and binary data "
+        "(Inference-Header-Content-Length) when the request asks for binary output.",
+        "content": {
+            "application/json": {"schema": _INFER_RESPONSE},
+            "application/octet-stream": {"schema": _BINARY},
+        },
+    },
+    **protocol_error_responses(400, *_MODEL_ERRORS, 408, 413),
+}
+
+
+@_open.get(
+    "/v2/health/live",
+    summary="Server liveness",
+    responses=_status_only("Live (no body)."),
+    response_class=Response,
+)
 async def server_live(request: Request) -> Response:
     _service(request).server_live()
     return Response(status_code=200)
 
 
-@_open.get("/v2/health/ready", summary="Server readiness: models loaded and warmed")
+@_open.get(
+    "/v2/health/ready",
+    summary="Server readiness: models loaded and warmed",
+    responses=_status_only("Ready (no body).", 503),
+    response_class=Response,
+)
 async def server_ready(request: Request) -> Response:
     if not _service(request).server_ready():
         raise ProtocolError(
@@ -134,17 +245,58 @@ async def server_metadata(request: Request) -> JSONResponse:
     return JSONResponse(_service(request).server_metadata())
 
 
-@_keyed.get("/v2/models/{name}", summary="Model metadata: versions, platform, inputs, outputs")
-@_keyed.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
-async def model_metadata(request: Request, name: str, version: str = "") -> JSONResponse:
+_MODEL_RESPONSES = protocol_error_responses(*_MODEL_ERRORS)
+
+
+# Each route of a model comes twice, with and without `/versions/{version}`; the one without
+# takes no version (a `version` query parameter is not the protocol's).
+
+
+@_keyed.get(
+    "/v2/models/{name}",
+    summary="Model metadata: versions, platform, inputs, outputs",
+    responses=_MODEL_RESPONSES,
+)
+async def model_metadata(request: Request, name: str) -> JSONResponse:
+    return _model_metadata(request, name, "")
+
+
+@_keyed.get(
+    "/v2/models/{name}/versions/{version}",
+    summary="Model metadata of one version",
+    responses=_MODEL_RESPONSES,
+)
+async def version_metadata(request: Request, name: str, version: str) -> JSONResponse:
+    return _model_metadata(request, name, version)
+
+
+def _model_metadata(request: Request, name: str, version: str) -> JSONResponse:
     body = _service(request).model_metadata(name, version)
     _label(request, name)
     return JSONResponse(body)
 
 
-@_keyed.get("/v2/models/{name}/ready", summary="Model readiness")
-@_keyed.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness of one version")
-async def model_ready(request: Request, name: str, version: str = "") -> Response:
+_READY_RESPONSES = _status_only("Ready (no body).", *_MODEL_ERRORS)
+
+
+@_keyed.get(
+    "/v2/models/{name}/ready", summary="Model readiness", responses=_READY_RESPONSES, response_class=Response
+)
+async def model_ready(request: Request, name: str) -> Response:
+    return _model_ready(request, name, "")
+
+
+@_keyed.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model readiness of one version",
+    responses=_READY_RESPONSES,
+    response_class=Response,
+)
+async def version_ready(request: Request, name: str, version: str) -> Response:
+    return _model_ready(request, name, version)
+
+
+def _model_ready(request: Request, name: str, version: str) -> Response:
     ready = _service(request).model_ready(name, version)
     _label(request, name)
     if not ready:
@@ -152,37 +304,77 @@ async def model_ready(request: Request, name: str, version: str = "") -> Respons
     return Response(status_code=200)
 
 
-@_keyed.get("/v2/models/{name}/config", summary="Triton's model configuration, as JSON")
-@_keyed.get("/v2/models/{name}/versions/{version}/config", summary="Model configuration of one version")
-async def model_config(request: Request, name: str, version: str = "") -> JSONResponse:
+@_keyed.get(
+    "/v2/models/{name}/config", summary="Triton's model configuration, as JSON", responses=_MODEL_RESPONSES
+)
+async def model_config(request: Request, name: str) -> JSONResponse:
+    return _model_config(request, name, "")
+
+
+@_keyed.get(
+    "/v2/models/{name}/versions/{version}/config",
+    summary="Model configuration of one version",
+    responses=_MODEL_RESPONSES,
+)
+async def version_config(request: Request, name: str, version: str) -> JSONResponse:
+    return _model_config(request, name, version)
+
+
+def _model_config(request: Request, name: str, version: str) -> JSONResponse:
     body = _service(request).model_config(name, version)
     _label(request, name)
     return JSONResponse(body)
 
 
-@_keyed.post("/v2/models/{name}/infer", summary="Inference: JSON tensors or the binary tensor data extension")
-@_keyed.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
-async def infer(request: Request, name: str, version: str = "") -> Response:
+@_keyed.post(
+    "/v2/models/{name}/infer",
+    summary="Inference: JSON tensors or the binary tensor data extension",
+    openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
+)
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, "")
+
+
+@_keyed.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Inference on one version",
+    openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
+)
+async def version_infer(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str) -> Response:
+    """Admitted as our own image routes are (service/admission.py): an overloaded model or server
+    answers 503 with Retry-After before any work; the body is read within its size and time
+    bounds; the response's bytes count against IMAGEGEN_MAX_RESPONSE_BYTES until sent."""
     service = _service(request)
     served = service.ready(name, version)
     _label(request, served.id)
+    client = request.scope.get("client")
+    await service.check_capacity(client)
     max_elements = service.max_elements(served)
     limit = rest.max_body_bytes(max_elements)
-    body = rest.decompress(await _read_body(request, limit), request.headers.get("content-encoding"), limit)
+    body = await _read_body(request, limit, service.settings.body_timeout)
+    body = rest.decompress(body, request.headers.get("content-encoding"), limit)
     header_length = request.headers.get(rest.HEADER_LENGTH)
     parse = (rest.parse_infer_request, name, version, body, header_length, max_elements)
     infer_request, binary_output = await _maybe_off_loop(len(body) > _OFF_LOOP_BODY_BYTES, *parse)
-    response = await service.infer(served, infer_request)
-    values = sum(t.data.size for t in response.outputs)
-    encode = (rest.encode_infer_response, response, infer_request.outputs, binary_output)
-    content, json_length = await _maybe_off_loop(values > _OFF_LOOP_OUTPUT_VALUES, *encode)
-    if json_length is None:
-        return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={rest.HEADER_LENGTH: str(json_length)},
-    )
+    per_value = rest.bytes_per_value(infer_request.outputs, binary_output)
+    response, ticket = await service.infer(served, infer_request, client=client, bytes_per_value=per_value)
+    try:
+        values = sum(t.data.size for t in response.outputs)
+        encode = (rest.encode_infer_response, response, infer_request.outputs, binary_output)
+        content, json_length = await _maybe_off_loop(values > _OFF_LOOP_OUTPUT_VALUES, *encode)
+        if json_length is None:
+            return MeteredResponse(content, ticket, media_type="application/json")
+        headers = {rest.HEADER_LENGTH: str(json_length)}
+        return MeteredResponse(content, ticket, media_type="application/octet-stream", headers=headers)
+    except BaseException:
+        ticket.release()
+        raise
 
 
 def _label(request: Request, model_id: str) -> None:
@@ -195,22 +387,15 @@ async def _maybe_off_loop(off_loop: bool, fn: Callable[..., Any], *args: Any) ->
     return await asyncio.to_thread(fn, *args) if off_loop else fn(*args)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes while streaming (a wrong Content-Length changes nothing)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused past `limit` bytes while streaming (a wrong Content-Length changes
+    nothing) and past `timeout_s` seconds (408, connection closed), as service/body.py reads ours."""
+    try:
+        return await read_body(request, limit, timeout_s)
+    except PayloadTooLarge:
         raise ProtocolError(
-            "invalid", f"the body is over {limit} bytes, the most a request to this model needs"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(
-                "invalid", f"the body is over {limit} bytes, the most a request to this model needs"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+            "too_large", f"the body is over {limit} bytes, the most a request to this model needs"
+        ) from None
 
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
