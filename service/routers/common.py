@@ -40,6 +40,34 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
 
 
+class ProtocolErrorBody(BaseModel):
+    """Every error under /v2, in the Open Inference Protocol's shape: `{"error": "message"}`."""
+
+    error: str = Field(description="What was wrong and what is allowed, in one sentence.")
+
+
+_PROTOCOL_WHEN = {
+    400: "A request the model cannot take: malformed JSON or tensors, an unknown input, a wrong "
+    "datatype or shape, a bad parameter.",
+    401: "IMAGEGEN_API_KEY is set and the request has no key or a wrong one (the repository routes: "
+    "the admin key).",
+    403: "The model repository API is disabled: IMAGEGEN_ADMIN_KEY is not set.",
+    404: "Unknown model or version.",
+    408: "The body did not arrive within IMAGEGEN_BODY_TIMEOUT (the connection is closed).",
+    413: "Body larger than a request to this model can need.",
+    500: "A server fault, never caused by input (logged with the request id).",
+    503: "Server or model not ready (loading, failed, unloaded), or overloaded: Retry-After says when "
+    "to come back.",
+}
+
+
+def protocol_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries in the protocol's error shape, for the /v2 routes."""
+    return {
+        status: {"model": ProtocolErrorBody, "description": _PROTOCOL_WHEN[status]} for status in statuses
+    }
+
+
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI query `parameters` from a pydantic model (names by alias), for a route that reads
     its query by hand and documents it with `openapi_extra`."""

@@ -50,7 +50,13 @@ DOCS_CSP = (
 
 @router.get("/openapi.json")
 async def openapi(request: Request, ctx: Ctx) -> JSONResponse:
-    return JSONResponse(with_enums(with_security(request.app.openapi()), ctx.registry))
+    s = ctx.settings
+    spec = with_security(
+        without_protocol_422(request.app.openapi()),
+        api_key=s.api_key is not None,
+        admin_key=s.admin_key is not None,
+    )
+    return JSONResponse(with_enums(spec, ctx.registry))
 
 
 @router.get("/docs")
@@ -124,15 +130,51 @@ def _static_path(name: str) -> Path:
     return path
 
 
-def with_security(spec: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the OpenAPI declaring the key on every operation that may answer 401."""
+def without_protocol_422(spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the OpenAPI without the 422 FastAPI declares for every route with parameters:
+    the /v2 routes take only string path parameters, and answer every error in the protocol's
+    shape with the protocol's statuses (declared on each route)."""
     spec = copy.deepcopy(spec)
-    spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-    for operations in spec.get("paths", {}).values():
-        for operation in operations.values():
-            if "401" in operation.get("responses", {}):
-                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+    for path, operations in spec.get("paths", {}).items():
+        if path == "/v2" or path.startswith("/v2/"):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
     return spec
+
+
+ADMIN_SCHEME = {
+    "adminKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <IMAGEGEN_ADMIN_KEY> (the model repository API)",
+    }
+}
+REPOSITORY_PREFIX = "/v2/repository/"
+
+
+def with_security(spec: dict[str, Any], *, api_key: bool, admin_key: bool = False) -> dict[str, Any]:
+    """A copy of the OpenAPI declaring the keys that are configured, each on the operations that
+    may answer 401 for want of it: the API key everywhere but the repository routes, which take
+    the admin key (or, without one, the API key before their 403). No key configured: nothing
+    asks for one, and the spec declares none."""
+    if not (api_key or admin_key):
+        return spec
+    spec = copy.deepcopy(spec)
+    schemes = {**(SECURITY_SCHEMES if api_key else {}), **(ADMIN_SCHEME if admin_key else {})}
+    spec.setdefault("components", {})["securitySchemes"] = schemes
+    for path, operations in spec.get("paths", {}).items():
+        needed = _keys_needed(path, api_key, admin_key)
+        for operation in operations.values():
+            if needed and "401" in operation.get("responses", {}):
+                operation["security"] = [{name: []} for name in needed]
+    return spec
+
+
+def _keys_needed(path: str, api_key: bool, admin_key: bool) -> list[str]:
+    """The security schemes one of which a request to `path` must carry."""
+    if path.startswith(REPOSITORY_PREFIX) and admin_key:
+        return list(ADMIN_SCHEME)
+    return list(SECURITY_SCHEMES) if api_key else []
 
 
 def with_enums(spec: dict[str, Any], registry: Registry) -> dict[str, Any]:
@@ -154,7 +196,19 @@ def with_enums(spec: dict[str, Any], registry: Registry) -> dict[str, Any]:
     for name in ("model", "dataset"):
         if name in schema.get("properties", {}):
             schema["properties"][name] = _with_enum(schema["properties"][name], enums[name])
+    _protocol_model_names(spec, registry.ids())
     return spec
+
+
+def _protocol_model_names(spec: dict[str, Any], ids: list[str]) -> None:
+    """The `{name}` of the protocol's /v2/models/... paths as an enum of the model ids."""
+    for path, operations in spec.get("paths", {}).items():
+        if not path.startswith("/v2/models/{name}"):
+            continue
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param["in"] == "path" and param["name"] == "name":
+                    param["schema"] = _with_enum(param["schema"], ids)
 
 
 def _with_enum(schema: dict[str, Any], values: list[str]) -> dict[str, Any]:

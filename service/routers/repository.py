@@ -29,6 +29,7 @@ from service.context import Ctx
 from service.errors import ModelLoadError
 from service.oip.errors import ProtocolError
 from service.registry import IndexEntry
+from service.routers.common import protocol_error_responses
 from service.routers.oip import ProtocolRoute
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
@@ -70,7 +71,10 @@ async def require_admin_key(request: Request) -> None:
 
 
 router = APIRouter(
-    route_class=ProtocolRoute, tags=["model repository"], dependencies=[Depends(require_admin_key)]
+    route_class=ProtocolRoute,
+    tags=["model repository"],
+    dependencies=[Depends(require_admin_key)],
+    responses=protocol_error_responses(400, 401, 403, 500),
 )
 
 
@@ -84,7 +88,11 @@ async def repository_index(request: Request, ctx: Ctx) -> JSONResponse:
     return JSONResponse([_triton(e) for e in entries if not ready_only or e.state == "ready"])
 
 
-@router.post("/v2/repository/models/{name}/load", summary="Load or reload a model from its folder")
+@router.post(
+    "/v2/repository/models/{name}/load",
+    summary="Load or reload a model from its folder",
+    responses=protocol_error_responses(404),
+)
 async def load_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
     parameters = await _parameters(request, allowed=set())
     if "config" in parameters or any(key.startswith("file:") for key in parameters):
@@ -101,7 +109,11 @@ async def load_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
     return JSONResponse(_triton(IndexEntry(served.id, served.require_manifest().version, served.state, None)))
 
 
-@router.post("/v2/repository/models/{name}/unload", summary="Unload a model once its requests finish")
+@router.post(
+    "/v2/repository/models/{name}/unload",
+    summary="Unload a model once its requests finish",
+    responses=protocol_error_responses(404),
+)
 async def unload_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
     await ctx.registry.unload_model(name)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -23,10 +24,9 @@ from tests.service.conftest import Server, start_server  # noqa: E402
 
 EXAMPLES_PER_OPERATION = 150
 MIN_REQUESTS = 1000
-# Not fuzzed yet: the Open Inference Protocol's /v2 routes declare none of their error statuses
-# (401, 403, 404, 400, 503 in the protocol's {"error": message} shape) and the health probes
-# declare a JSON body they do not send (the protocol's empty body); reported to their owners.
-SKIPPED_PREFIX = "/v2"
+# The Open Inference Protocol's /v2 routes are fuzzed too: their errors are declared in the
+# protocol's {"error": message} shape, the probes as a status with no body, and `{name}` is an
+# enum of the model ids so requests reach inference.
 # positive_data_acceptance expects every schema-valid request to succeed; ours refuses some with a
 # 4xx the schema cannot express (seeds or labels required, n x scale within the output bound).
 
@@ -54,8 +54,6 @@ def test_every_operation_conforms_to_the_openapi(keyed_server: Server) -> None:
     failures: dict[str, str] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.path.startswith(SKIPPED_PREFIX):
-            continue
 
         @given(operation.as_strategy())
         @settings(
@@ -78,6 +76,44 @@ def test_every_operation_conforms_to_the_openapi(keyed_server: Server) -> None:
     print(f"{len(statuses)} requests")
     assert len(statuses) >= MIN_REQUESTS, f"only {len(statuses)} requests"
     assert not [s for s in statuses if s >= 500]
+
+
+def test_security_is_declared_only_when_a_key_is_configured(client: Any, keyed_server: Server) -> None:
+    open_spec = client.get("/openapi.json").json()  # the session server: no key
+    assert "securitySchemes" not in open_spec.get("components", {})
+    assert not [op for ops in open_spec["paths"].values() for op in ops.values() if "security" in op]
+    keyed = httpx.get(keyed_server.url + "/openapi.json", headers=AUTH, timeout=30).json()
+    assert set(keyed["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert keyed["paths"]["/sample"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in keyed["paths"]["/v2/health/live"]["get"]  # probes need no key
+
+
+def test_the_admin_key_is_declared_on_the_repository_routes_alone() -> None:
+    from service.routers.docs import with_security
+
+    spec = {
+        "paths": {
+            "/v2/repository/index": {"post": {"responses": {"401": {}}}},
+            "/v2": {"get": {"responses": {"401": {}}}},
+        }
+    }
+    admin_only = with_security(spec, api_key=False, admin_key=True)
+    assert set(admin_only["components"]["securitySchemes"]) == {"adminKey"}
+    assert admin_only["paths"]["/v2/repository/index"]["post"]["security"] == [{"adminKey": []}]
+    assert "security" not in admin_only["paths"]["/v2"]["get"]
+    assert with_security(spec, api_key=False) == spec
+
+
+def test_v2_routes_declare_the_protocol_error_shape_and_bodyless_probes(client: Any) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/{name}/ready"):
+        assert "content" not in paths[path]["get"]["responses"]["200"], path
+    ready = paths["/v2/health/ready"]["get"]["responses"]["503"]["content"]["application/json"]
+    assert ready["schema"]["$ref"].endswith("/ProtocolErrorBody")
+    infer = paths["/v2/models/{name}/infer"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "503"} <= set(infer) and "422" not in infer
+    assert "version" not in [p["name"] for p in paths["/v2/models/{name}/infer"]["post"]["parameters"]]
+    assert "403" in paths["/v2/repository/index"]["post"]["responses"]
 
 
 # -- hostile inputs not already in test_limits.py / test_errors.py --------------------------------
