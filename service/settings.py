@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -203,13 +203,13 @@ class Settings(BaseSettings):
             raise ValueError(f"max_n ({self.max_n}) must not exceed queue_limit ({self.queue_limit})")
         if self.max_items > self.queue_limit:
             raise ValueError(f"max_items ({self.max_items}) must not exceed queue_limit ({self.queue_limit})")
-        if self.queue_limit > self.total_queue_limit:
-            total = self.total_queue_limit
-            raise ValueError(f"queue_limit ({self.queue_limit}) must not exceed total_queue_limit ({total})")
         if self.admin_key is not None and self.admin_key == self.api_key:
             raise ValueError(
                 "admin_key must differ from api_key: every API client would control the repository"
             )
+        if self.queue_limit > self.total_queue_limit:
+            total = self.total_queue_limit
+            raise ValueError(f"queue_limit ({self.queue_limit}) must not exceed total_queue_limit ({total})")
         return self
 
 
@@ -217,7 +217,7 @@ class SettingsError(Exception):
     """Settings that cannot start the service; the message is one line per problem."""
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:  # any values: Settings validates them
     """Read settings from the environment, with explicit overrides (e.g. command-line options) on top."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
