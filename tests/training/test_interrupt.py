@@ -158,7 +158,9 @@ def test_ctrl_c_under_torchrun_saves_where_the_ranks_agree_and_resumes_exactly(t
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0  # torchrun reports its workers' exit 130 as a failure
     _, ckpt = load_checkpoint(out / "checkpoint.pt")
-    assert ckpt["step"] in (done, done + 1) and ckpt["epoch_step"] > 0
+    # the ranks stop at the first step they agree on after the signal: on a loaded machine that
+    # can be a few steps after the one rank 0 had logged when it was paused, never before it
+    assert ckpt["step"] >= done and ckpt["epoch_step"] > 0
     assert len(set(ckpt["replicas"]["digests"])) == 1 and len(ckpt["rng"]["ranks"]) == 2
     assert logged_steps(out / "losses.csv") == ckpt["step"]
     resume = next(line.strip() for line in err.splitlines() if line.strip().startswith("torchrun "))
