@@ -52,6 +52,24 @@ _REFUSAL = (
     b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
 )
 
+# What the HTTP parser refuses (a request line or headers past its ~128 KB limit, bad syntax)
+# gets our error shape instead of uvicorn's plain text; the parser's message is not echoed.
+_UNPARSABLE_BODY = json.dumps(
+    {
+        "error": {
+            "code": "bad_request",
+            "message": "the request line or headers could not be parsed (too long or malformed); "
+            "query strings may be at most IMAGEGEN_MAX_QUERY_BYTES",
+        }
+    }
+).encode()
+_UNPARSABLE = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"content-type: application/json\r\n"
+    b"connection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_UNPARSABLE_BODY), _UNPARSABLE_BODY)
+)
+
 
 class _Limits(asyncio.Protocol):
     """Mixed in before a uvicorn HTTP protocol class: header timeout and connection cap.
@@ -88,6 +106,14 @@ class _Limits(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        # Both uvicorn parsers call this on a request they cannot parse. Closing at once with
+        # unread input (the rest of a 200 KB request line) resets the connection, which can
+        # destroy the answer before the client reads it: stop reading, answer, close a bit later.
+        self.transport.pause_reading()
+        self.transport.write(_UNPARSABLE)
+        self.loop.call_later(1.0, self.transport.close)
 
     def on_response_complete(self) -> None:
         # The next request's headers get the same bound as the first one's. Armed before uvicorn's

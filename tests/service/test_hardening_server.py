@@ -117,6 +117,34 @@ def test_idle_and_half_sent_connections_are_closed_after_the_header_timeout(
         assert "IMAGEGEN_HEADER_TIMEOUT" in srv.log()
 
 
+def _read_until_closed(conn: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := conn.recv(4096):
+            answer += chunk
+    except ConnectionResetError:  # the server closes with our unread request line pending
+        assert answer, "reset before any answer"
+    return answer
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_what_the_http_parser_refuses_is_a_json_400(small_repo: Path, tmp_path: Path, http: str) -> None:
+    """Issue 16 row 13: a request line past the parser's limit, or garbage, gets our error shape."""
+    with serving(small_repo, tmp_path, "--http", http) as srv:
+        for request in (b"GET /sample?pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"NOT HTTP AT ALL\r\n\r\n"):
+            (conn,) = _open(srv, 1)
+            try:
+                conn.settimeout(10)
+                conn.sendall(request)
+                answer = _read_until_closed(conn)
+            finally:
+                conn.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head, head
+            assert json.loads(body)["error"]["code"] == "bad_request"
+
+
 def test_a_request_slower_than_the_header_timeout_is_not_cut(small_repo: Path, tmp_path: Path) -> None:
     """The timer bounds the headers only: a request whose headers are in is served to the end."""
     args = ("--header-timeout", "0.5", "--max-delay-ms", "1500", "--wait-alone")  # held 1.5 s
