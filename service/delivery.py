@@ -10,18 +10,29 @@ do not read.
   client is gone: 40 clients that did not read their responses once grew RSS by 46 MB each
   (issue 16, row 5).
 - `estimate_bytes`: an upper bound on a response's size, reserved at admission.
+- `run_admitted(request, served, payload, ticket)`: an admitted job through its model's batcher,
+  with the batcher's refusals as our 503s, and `metered_json` for a JSON answer: what the image
+  and latent routes share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
 from starlette.responses import Response
 
 from service.admission import Ticket
-from service.errors import ServiceError
+from service.batching import BatcherStopped, Job, QueueFull
+from service.errors import InferenceFailed, Overloaded, ServiceError, ShuttingDown
+from service.generation import ImageRequest, TensorRequest
+from service.registry import ServedModel
+
+log = logging.getLogger("imagegen.routes")
 
 # Bytes per ASGI body message: below uvicorn's write high-water mark (64 KiB), so every send
 # after the first waits for the client to read.
@@ -93,3 +104,35 @@ def estimate_bytes(values_per_image: int, n: int, scale: int, output: str) -> in
         cells = cols * math.ceil(n / cols)
         return cells * values * 102 // 100 + 4096
     return n * ((values * 102 // 100 + 1024) * 4 // 3 + 256) + 1024  # png_base64 in JSON
+
+
+async def run_admitted(
+    request: Request, served: ServedModel, payload: ImageRequest | TensorRequest, ticket: Ticket
+) -> Any:
+    """The job's result through the model's batcher; its images leave admission when it is done,
+    and a client that disconnects first has its job cancelled (never run)."""
+    assert served.batcher is not None
+    try:
+        future = served.batcher.submit(Job(size=payload.n, payload=payload))
+    except QueueFull as exc:
+        raise Overloaded(
+            f"model {served.id!r} is at its queue limit ({exc}); retry shortly",
+            headers={"Retry-After": "1"},
+            model=served.id,
+        ) from None
+    except BatcherStopped:
+        raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
+    try:
+        return await await_result(future, request.receive)
+    except ServiceError:
+        raise
+    except Exception as exc:
+        log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
+        raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
+    finally:
+        ticket.images_done()
+
+
+def metered_json(payload: dict[str, Any], ticket: Ticket, headers: dict[str, str]) -> Response:
+    body = JSONResponse(payload).body  # rendered once; sent in metered chunks
+    return MeteredResponse(bytes(body), ticket, media_type="application/json", headers=headers)

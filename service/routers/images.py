@@ -9,25 +9,20 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.admission import Ticket
 from service.auth import require_key
-from service.batching import BatcherStopped, Job, QueueFull
 from service.body import read_json
 from service.context import Ctx
-from service.delivery import MeteredResponse, await_result, estimate_bytes
+from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
 from service.errors import (
-    InferenceFailed,
     InvalidParameter,
     InvalidRequest,
-    Overloaded,
-    ServiceError,
-    ShuttingDown,
 )
 from service.etag import etag_matches, image_etag
-from service.generation import ImageRequest, TensorRequest
+from service.generation import ImageRequest
 from service.handlers import validation_errors
 from service.params import ImageQuery, ImagesBody, body_request, check_item_count, query_request, read_query
 from service.registry import ServedModel
@@ -94,7 +89,7 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
         headers["Cache-Control"] = "no-store"
     ticket = _admit(request, ctx, served, get.request)
     try:
-        result = await _run(request, served, get.request, ticket)
+        result = await run_admitted(request, served, get.request, ticket)
         if get.fmt == "json":
             body = {
                 "model": served.id,
@@ -104,7 +99,7 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
                 "scale": get.request.scale,
                 "images": _image_entries(served, get.request, result),
             }
-            return _json(body, ticket, headers)
+            return metered_json(body, ticket, headers)
         return MeteredResponse(result, ticket, media_type="image/png", headers=headers)
     except BaseException:
         ticket.release()
@@ -148,7 +143,7 @@ async def images(request: Request, ctx: Ctx) -> Response:
     headers = _model_headers(served, req.seeds[0])
     ticket = _admit(request, ctx, served, req)
     try:
-        result = await _run(request, served, req, ticket)
+        result = await run_admitted(request, served, req, ticket)
         if spec.format == "npy":
             return MeteredResponse(result, ticket, media_type="application/x-npy", headers=headers)
         payload = {
@@ -157,7 +152,7 @@ async def images(request: Request, ctx: Ctx) -> Response:
             "scale": req.scale,
             "images": _image_entries(served, req, result),
         }
-        return _json(payload, ticket, headers)
+        return metered_json(payload, ticket, headers)
     except BaseException:
         ticket.release()
         raise
@@ -182,36 +177,6 @@ def _admit(request: Request, ctx: Ctx, served: ServedModel, image_request: Image
     return ctx.registry.admission.admit(served.id, image_request.n, size, request.scope.get("client"))
 
 
-def _json(payload: dict[str, Any], ticket: Ticket, headers: dict[str, str]) -> Response:
-    body = JSONResponse(payload).body  # rendered once; sent in metered chunks
-    return MeteredResponse(bytes(body), ticket, media_type="application/json", headers=headers)
-
-
-async def _run(
-    request: Request, served: ServedModel, image_request: ImageRequest | TensorRequest, ticket: Ticket
-) -> Any:
-    """The job's result through the model's batcher; its images leave admission when it is done,
-    and a client that disconnects first has its job cancelled (never run)."""
-    assert served.batcher is not None
-    try:
-        future = served.batcher.submit(Job(size=image_request.n, payload=image_request))
-    except QueueFull as exc:
-        raise Overloaded(
-            f"model {served.id!r} is at its queue limit ({exc}); retry shortly",
-            headers={"Retry-After": "1"},
-            model=served.id,
-        ) from None
-    except BatcherStopped:
-        raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
-    try:
-        return await await_result(future, request.receive)
-    except ServiceError:
-        raise
-    except Exception as exc:
-        log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
-        raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
-    finally:
-        ticket.images_done()
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:

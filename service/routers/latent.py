@@ -14,26 +14,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.contract.sampling import default_label
 from service import latent
 from service.admission import Ticket
 from service.auth import require_key
-from service.batching import BatcherStopped, Job, QueueFull
 from service.body import read_body
 from service.context import Context, Ctx
-from service.delivery import MeteredResponse, await_result, estimate_bytes
+from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
 from service.errors import (
-    InferenceFailed,
     InvalidParameter,
     ModelLoadError,
     ModelUnavailable,
-    Overloaded,
     ParameterNotSupported,
-    ServiceError,
-    ShuttingDown,
     clip,
 )
 from service.etag import etag_matches
@@ -158,7 +153,7 @@ async def interpolate(request: Request, ctx: Ctx) -> Response:
                 for t, png in zip(latent.interpolation_ts(steps), pngs, strict=True)
             ],
         }
-        return _json(body, ticket, headers)
+        return metered_json(body, ticket, headers)
     except BaseException:
         ticket.release()
         raise
@@ -284,7 +279,7 @@ async def _reconstruct(
         "input_png_base64": _b64(seen),
         "png_base64": _b64(png),
     }
-    return _json(payload, ticket, headers)
+    return metered_json(payload, ticket, headers)
 
 
 def _decode_upload(content_type: str, body: bytes, spec: Any) -> np.ndarray:
@@ -372,37 +367,12 @@ def _admit(request: Request, ctx: Context, served: ServedModel, images: int, siz
     return ctx.registry.admission.admit(served.id, images, size, request.scope.get("client"))
 
 
-def _json(payload: dict[str, Any], ticket: Ticket, headers: dict[str, str]) -> Response:
-    body = JSONResponse(payload).body  # rendered once; sent in metered chunks
-    return MeteredResponse(bytes(body), ticket, media_type="application/json", headers=headers)
-
-
 async def _decode(
     request: Request, served: ServedModel, tensors: TensorRequest, ticket: Ticket
 ) -> np.ndarray:
     """The decoder's images for these feeds, through the model's batcher (merged with the image
-    requests of the same model), with the batcher's refusals as our 503s. The ticket's images
-    leave admission once the job is done; a client that disconnects first has its job cancelled."""
-    assert served.batcher is not None
-    try:
-        future = served.batcher.submit(Job(size=tensors.n, payload=tensors))
-    except QueueFull as exc:
-        raise Overloaded(
-            f"model {served.id!r} is at its queue limit ({exc}); retry shortly",
-            headers={"Retry-After": "1"},
-            model=served.id,
-        ) from None
-    except BatcherStopped:
-        raise ShuttingDown("the service is shutting down", headers={"Retry-After": "1"}) from None
-    try:
-        images: np.ndarray = await await_result(future, request.receive)
-    except ServiceError:
-        raise
-    except Exception as exc:
-        log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
-        raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
-    finally:
-        ticket.images_done()
+    requests of the same model)."""
+    images: np.ndarray = await run_admitted(request, served, tensors, ticket)
     return images
 
 

@@ -209,3 +209,15 @@ def copy_model(models_dir: Path, model_id: str, dest: Path, new_id: str | None =
         if (target / CONFIG_NAME).is_file():  # its name is the model's: the scan checks it
             write_config(target, Manifest.read(target))
     return target
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes; a reset after an answer (the server closed
+    with our unread input pending) still returns that answer."""
+    answer = b""
+    try:
+        while chunk := conn.recv(4096):
+            answer += chunk
+    except ConnectionResetError:
+        assert answer, "reset before any answer"
+    return answer

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.service.conftest import Server, start_server
+from tests.service.conftest import Server, read_until_closed, start_server
 
 MODEL = "label-mnist"  # the smallest model of the repository: quick to load and to run
 
@@ -117,16 +117,6 @@ def test_idle_and_half_sent_connections_are_closed_after_the_header_timeout(
         assert "IMAGEGEN_HEADER_TIMEOUT" in srv.log()
 
 
-def _read_until_closed(conn: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := conn.recv(4096):
-            answer += chunk
-    except ConnectionResetError:  # the server closes with our unread request line pending
-        assert answer, "reset before any answer"
-    return answer
-
-
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_what_the_http_parser_refuses_is_a_json_400(small_repo: Path, tmp_path: Path, http: str) -> None:
     """Issue 16 row 13: a request line past the parser's limit, or garbage, gets our error shape."""
@@ -137,7 +127,7 @@ def test_what_the_http_parser_refuses_is_a_json_400(small_repo: Path, tmp_path: 
             try:
                 conn.settimeout(10)
                 conn.sendall(request)
-                answer = _read_until_closed(conn)
+                answer = read_until_closed(conn)
             finally:
                 conn.close()
             head, _, body = answer.partition(b"\r\n\r\n")

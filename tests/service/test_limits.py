@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from service.params import read_query
-from tests.service.conftest import Server, start_server
+from tests.service.conftest import Server, read_until_closed, start_server
 
 MODEL = "gan-mnist"
 SMALL_ERROR = 2048  # bytes: an error body never carries more than a short prefix of the input
@@ -95,12 +95,7 @@ def test_a_request_line_past_the_http_parser_limit(client: httpx.Client, server:
     url = urlsplit(server.url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(b"GET /sample?pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        try:
-            while chunk := sock.recv(4096):
-                answer += chunk
-        except ConnectionResetError:  # the server closes with our unread request line pending
-            assert answer, "reset before any answer"
+        answer = read_until_closed(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), head
     assert b"content-type: application/json" in head.lower()
