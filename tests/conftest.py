@@ -39,9 +39,20 @@ SLOW_MODULES = {
 }
 
 
+# Tests that start several torch.distributed (gloo) processes. Once in a few whole-suite runs a
+# rank aborted at process-group teardown ("terminate called without an active exception",
+# SIGABRT) after its work was done and checked; it never reproduced alone (0 of 12 runs under
+# load). They get one retry for exactly that signature; any other failure fails at once.
+GLOO_MODULES = {"tests/training/test_ddp.py", "tests/training/test_interrupt.py"}
+GLOO_TEARDOWN_ABORT = ["SIGABRT", "terminate called without an active exception", "exitcode: -6"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = config.rootpath
     for item in items:
-        if str(item.path.relative_to(root)) in SLOW_MODULES:
+        module = str(item.path.relative_to(root))
+        if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+        if module in GLOO_MODULES:
+            item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=GLOO_TEARDOWN_ABORT))
 
