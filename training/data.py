@@ -65,6 +65,13 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("IMAGEGEN_DATA_DIR", "data"))
 
 
+def given_data_dir(arg: Path | None) -> Path | None:
+    """`--data-dir`, else $IMAGEGEN_DATA_DIR, else None: measuring quality must not guess a folder."""
+    if arg is not None:
+        return arg
+    return Path(os.environ["IMAGEGEN_DATA_DIR"]) if "IMAGEGEN_DATA_DIR" in os.environ else None
+
+
 def _open_idx(path: Path) -> bytes:
     candidates = [path.with_name(path.name + ".gz"), path]
     for candidate in candidates:

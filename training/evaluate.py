@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +43,14 @@ from imagegen.contract.manifest import MANIFEST_NAME, Manifest, QualityMetrics, 
 from imagegen.contract.sampling import build_feeds, to_uint8
 from training import metrics
 from training.cli_help import DefaultsHelpFormatter
-from training.data import DatasetError, ImageDataset, load_idx_dataset, load_image_folder, split_holdout
+from training.data import (
+    DatasetError,
+    ImageDataset,
+    given_data_dir,
+    load_idx_dataset,
+    load_image_folder,
+    split_holdout,
+)
 
 IDX_DATASETS = ("mnist", "fashion")
 # The reference-classifier artifact (written by training.classifier, which imports these so
@@ -429,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    data_dir = args.data_dir or (Path(os.environ["IMAGEGEN_DATA_DIR"]) if "IMAGEGEN_DATA_DIR" in os.environ
-                                 else None)
+    data_dir = given_data_dir(args.data_dir)
     if data_dir is None:
         print("imagegen evaluate: error: give --data-dir or set IMAGEGEN_DATA_DIR", file=sys.stderr)
         return 2

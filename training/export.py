@@ -19,7 +19,6 @@ replace unless `--force`; the manifest keeps the replaced version's metrics as `
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from imagegen.contract.manifest import (
 from imagegen.contract.triton_config import write_config
 from training.checkpoint import build_model, load_checkpoint
 from training.cli_help import DefaultsHelpFormatter
-from training.data import DatasetError
+from training.data import DatasetError, given_data_dir
 from training.evaluate import EvalConfig, EvaluationError, comparison_table, measure, regressions
 from training.families import get_family, parse_overrides
 from training.families.base import ExportSpec, FamilyModel
@@ -311,8 +310,7 @@ def render_grid(model_dir: Path, manifest: Manifest, path: Path) -> Path:
 
 
 def gate_config(args: argparse.Namespace) -> EvalConfig:
-    data_dir = args.data_dir or (Path(os.environ["IMAGEGEN_DATA_DIR"]) if "IMAGEGEN_DATA_DIR" in os.environ
-                                 else None)
+    data_dir = given_data_dir(args.data_dir)
     if data_dir is None:
         raise ExportError(
             "the quality gate measures the new version on real data: give --data-dir or set "
