@@ -1,12 +1,14 @@
-"""The API key: one check, used as a router-level dependency so a route cannot forget it.
+"""The API key: one check, set on a router as its route class so a route cannot forget it.
 
 With `IMAGEGEN_API_KEY` set, a request must carry `Authorization: Bearer <key>` or
 `X-API-Key: <key>`. Only the health router goes without (liveness and a bare readiness status,
 which probes must reach); /metrics goes without when `IMAGEGEN_PUBLIC_METRICS=1`.
 
-The dependencies read the headers themselves rather than through FastAPI's HTTPBearer and
-APIKeyHeader (two more dependencies per request); the OpenAPI declares the schemes instead
-(`SECURITY_SCHEMES`, added by the docs router to every operation that may answer 401).
+A router gets its check as `APIRouter(route_class=guarded_route(require_key))`
+(service/routing.py): every route added to it awaits the guard before its handler. The guards
+read the headers themselves rather than through FastAPI's HTTPBearer and APIKeyHeader; the OpenAPI
+declares the schemes instead (`SECURITY_SCHEMES`, added by the docs router to every operation
+that may answer 401).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""What the routers share, built once per app by create_app and reached through a dependency."""
+"""What the routers share, built once per app by create_app: `context(request)` in a handler.
+
+A plain call, not a FastAPI dependency: dependencies are solved anew for every request (see
+service/auth.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import cast
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from service.metrics import Metrics
 from service.registry import Registry
@@ -21,8 +24,5 @@ class Context:
     playground: bytes
 
 
-async def get_context(request: Request) -> Context:
+def context(request: Request) -> Context:
     return cast(Context, request.app.state.ctx)  # set by create_app; starlette's State is untyped
-
-
-Ctx = Annotated[Context, Depends(get_context)]

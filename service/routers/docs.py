@@ -19,21 +19,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from service.auth import SECURITY_SCHEMES, require_key
-from service.context import Ctx
+from service.context import context
 from service.errors import NotFound, clip
 from service.registry import Registry
 from service.routers.common import COMMON_ERRORS, KEYED_ERRORS, error_responses
+from service.routing import ServiceRoute, guarded_route
 
 router = APIRouter(
-    dependencies=[Depends(require_key)], responses=error_responses(*KEYED_ERRORS), include_in_schema=False
+    route_class=guarded_route(require_key), responses=error_responses(*KEYED_ERRORS), include_in_schema=False
 )
 # The playground's page and static files: public (see the module docstring).
-pages = APIRouter(responses=error_responses(*COMMON_ERRORS), include_in_schema=False)
+pages = APIRouter(
+    route_class=ServiceRoute, responses=error_responses(*COMMON_ERRORS), include_in_schema=False
+)
 
 STATIC = "/static"
 SWAGGER_JS = f"{STATIC}/vendor/swagger-ui/swagger-ui-bundle.js"
@@ -49,7 +52,8 @@ DOCS_CSP = (
 
 
 @router.get("/openapi.json")
-async def openapi(request: Request, ctx: Ctx) -> JSONResponse:
+async def openapi(request: Request) -> JSONResponse:
+    ctx = context(request)
     s = ctx.settings
     spec = with_security(
         without_protocol_422(request.app.openapi()),
@@ -87,8 +91,9 @@ async def redoc() -> HTMLResponse:
 
 
 @router.get("/v1/models/{model_id}/grid")
-async def training_grid(ctx: Ctx, model_id: str) -> Response:
+async def training_grid(request: Request, model_id: str) -> Response:
     """The model's sample grid from training (`<grids_dir>/<id>.png`), for the playground's card."""
+    ctx = context(request)
     grids = ctx.settings.grids_dir
     if model_id not in ctx.registry.models or grids is None:
         raise NotFound(f"no training grid for {clip(model_id, 60)!r}", path="grid")
@@ -99,7 +104,8 @@ async def training_grid(ctx: Ctx, model_id: str) -> Response:
 
 
 @pages.get("/")
-async def playground(ctx: Ctx) -> HTMLResponse:
+async def playground(request: Request) -> HTMLResponse:
+    ctx = context(request)
     return HTMLResponse(ctx.playground, headers={"Cache-Control": "no-cache"})
 
 

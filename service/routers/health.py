@@ -10,10 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.auth import authorized
-from service.context import Ctx
+from service.context import context
 from service.routers.common import COMMON_ERRORS, error_responses
+from service.routing import ServiceRoute
 
-router = APIRouter(tags=["health"], responses=error_responses(*COMMON_ERRORS))
+router = APIRouter(route_class=ServiceRoute, tags=["health"], responses=error_responses(*COMMON_ERRORS))
 
 
 @router.get("/healthz", summary="Liveness")
@@ -26,7 +27,8 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: models loaded and warmed (per-model detail needs the key when one is set)",
     responses=error_responses(503),
 )
-async def readyz(request: Request, ctx: Ctx) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
+    ctx = context(request)
     reg = ctx.registry
     states = {i: reg.models[i].state for i in reg.ids()}
     detail = authorized(request)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.admission import Ticket
 from service.auth import require_key
 from service.body import read_json
-from service.context import Ctx
+from service.context import Context, context
 from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
 from service.errors import (
     InvalidParameter,
@@ -27,12 +27,13 @@ from service.handlers import validation_errors
 from service.params import ImageQuery, ImagesBody, body_request, check_item_count, query_request, read_query
 from service.registry import ServedModel
 from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
+from service.routing import guarded_route
 
 log = logging.getLogger("imagegen.routes")
 
 router = APIRouter(
     tags=["images"],
-    dependencies=[Depends(require_key)],
+    route_class=guarded_route(require_key),
     responses=error_responses(*KEYED_ERRORS, 404, 422, 503),
 )
 
@@ -50,18 +51,20 @@ _GET_DOC = {"parameters": query_parameters(ImageQuery)}
 
 
 @router.get("/generate", summary="Image(s) of a class", responses=_GET_RESPONSES, openapi_extra=_GET_DOC)
-async def generate(request: Request, ctx: Ctx) -> Response:
+async def generate(request: Request) -> Response:
     """`/generate?model=label&digit=3`: the class from `digit=`/`class=` (or seed % num_classes)."""
+    ctx = context(request)
     return await _get_images(request, ctx)
 
 
 @router.get("/sample", summary="Image(s) from a seed", responses=_GET_RESPONSES, openapi_extra=_GET_DOC)
-async def sample(request: Request, ctx: Ctx) -> Response:
+async def sample(request: Request) -> Response:
     """`/sample?model=gan&seed=42`: the same parameters as /generate."""
+    ctx = context(request)
     return await _get_images(request, ctx)
 
 
-async def _get_images(request: Request, ctx: Ctx) -> Response:
+async def _get_images(request: Request, ctx: Context) -> Response:
     # A connection back before its Retry-After waits for it here, before anything is parsed.
     await ctx.registry.admission.hold_early_retry(request.scope.get("client"))
     try:
@@ -121,9 +124,10 @@ async def _get_images(request: Request, ctx: Ctx) -> Response:
         408: {"model": ErrorBody, "description": "The body did not arrive within IMAGEGEN_BODY_TIMEOUT."},
     },
 )
-async def images(request: Request, ctx: Ctx) -> Response:
+async def images(request: Request) -> Response:
     """The body is read by hand (not a FastAPI body parameter) to enforce size and depth limits
     before parsing and to give each failure its own 4xx."""
+    ctx = context(request)
     s = ctx.settings
     admission = ctx.registry.admission
     await admission.hold_early_retry(request.scope.get("client"))
@@ -168,15 +172,13 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
                 check_item_count(len(value), max_items)
 
 
-def _admit(request: Request, ctx: Ctx, served: ServedModel, image_request: ImageRequest) -> Ticket:
+def _admit(request: Request, ctx: Context, served: ServedModel, image_request: ImageRequest) -> Ticket:
     """Admission (service/admission.py): 503 with Retry-After before any work when the model, the
     server or the bytes of responses in flight are at their bounds."""
     image = served.require_manifest().image
     values = image.channels * image.height * image.width
     size = estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
     return ctx.registry.admission.admit(served.id, image_request.n, size, request.scope.get("client"))
-
-
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ from service import latent
 from service.admission import Ticket
 from service.auth import require_key
 from service.body import read_body
-from service.context import Context, Ctx
+from service.context import Context, context
 from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
 from service.errors import (
     InvalidParameter,
@@ -48,10 +48,11 @@ from service.params import (
 )
 from service.registry import ServedModel
 from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
+from service.routing import guarded_route
 
 router = APIRouter(
     tags=["latent"],
-    dependencies=[Depends(require_key)],
+    route_class=guarded_route(require_key),
     responses=error_responses(*KEYED_ERRORS, 404, 422, 503),
 )
 
@@ -99,9 +100,10 @@ class ReconstructQuery(_ModelQuery):
         304: {"description": "Not modified (If-None-Match matched the ETag)."},
     },
 )
-async def interpolate(request: Request, ctx: Ctx) -> Response:
+async def interpolate(request: Request) -> Response:
     """`/interpolate?model=gan-mnist&seed_a=1&seed_b=2&steps=8`: images of the slerp between the
     two seeds' latents (image 0 is /sample's image of seed_a, the last one seed_b's), one class."""
+    ctx = context(request)
     await ctx.registry.admission.hold_early_retry(request.scope.get("client"))
     query = _read(ctx, InterpolateQuery, request)
     served = _served(ctx, request, query.model, query.dataset)
@@ -193,9 +195,10 @@ async def interpolate(request: Request, ctx: Ctx) -> Response:
         408: {"model": ErrorBody, "description": "The body did not arrive within IMAGEGEN_BODY_TIMEOUT."},
     },
 )
-async def reconstruct(request: Request, ctx: Ctx) -> Response:
+async def reconstruct(request: Request) -> Response:
     """The encoder's mean (mu) of the image, drawn back by the decoder. Without `class=` a
     conditional VAE tries every class and keeps the closest reconstruction (`X-Class`)."""
+    ctx = context(request)
     admission = ctx.registry.admission
     await admission.hold_early_retry(request.scope.get("client"))
     query = _read(ctx, ReconstructQuery, request)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service.auth import require_key_unless_public_metrics
-from service.context import Ctx
+from service.context import context
 from service.metrics import CONTENT_TYPE
 from service.routers.common import KEYED_ERRORS, error_responses
+from service.routing import guarded_route
 
 router = APIRouter(
     tags=["health"],
-    dependencies=[Depends(require_key_unless_public_metrics)],
+    route_class=guarded_route(require_key_unless_public_metrics),
     responses=error_responses(*KEYED_ERRORS),
 )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(ctx: Ctx) -> Response:
+async def metrics(request: Request) -> Response:
+    ctx = context(request)
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

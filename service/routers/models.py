@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from service.auth import require_key
-from service.context import Ctx
+from service.context import context
 from service.routers.common import KEYED_ERRORS, error_responses
+from service.routing import guarded_route
 
 router = APIRouter(
-    tags=["registry"], dependencies=[Depends(require_key)], responses=error_responses(*KEYED_ERRORS)
+    tags=["registry"], route_class=guarded_route(require_key), responses=error_responses(*KEYED_ERRORS)
 )
 
 
 @router.get("/v1/models", summary="All models with their state")
-async def list_models(ctx: Ctx) -> dict[str, Any]:
+async def list_models(request: Request) -> dict[str, Any]:
+    ctx = context(request)
     reg = ctx.registry
     return {
         "models": [reg.models[i].describe() for i in reg.ids()],
@@ -31,7 +33,8 @@ async def list_models(ctx: Ctx) -> dict[str, Any]:
     summary="One model: manifest, state, provider",
     responses=error_responses(404, 422),
 )
-async def one_model(request: Request, ctx: Ctx, model_id: str) -> dict[str, Any]:
+async def one_model(request: Request, model_id: str) -> dict[str, Any]:
+    ctx = context(request)
     served = ctx.registry.known(model_id)
     request.scope["state"]["model"] = served.id
     return served.describe()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
@@ -29,6 +29,7 @@ from service.oip import rest
 from service.oip.core import InferenceService
 from service.oip.errors import HTTP_STATUS, Kind, ProtocolError, from_service_error
 from service.routers.common import protocol_error_responses
+from service.routing import ServiceRoute, guarded_route
 
 log = logging.getLogger("imagegen.oip")
 
@@ -49,7 +50,7 @@ def protocol_error_response(exc: ProtocolError) -> Response:
     )
 
 
-class ProtocolRoute(APIRoute):
+class ProtocolRoute(ServiceRoute):
     """Renders every error raised in a /v2 route or its dependencies in the protocol's shape."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -117,9 +118,8 @@ _open = APIRouter(
     route_class=ProtocolRoute, tags=["open inference protocol"], responses=protocol_error_responses(500)
 )
 _keyed = APIRouter(
-    route_class=ProtocolRoute,
+    route_class=guarded_route(_require_key, ProtocolRoute),
     tags=["open inference protocol"],
-    dependencies=[Depends(_require_key)],
     responses=protocol_error_responses(401, 500),
 )
 _fallback = APIRouter(route_class=ProtocolRoute, include_in_schema=False)

@@ -21,16 +21,17 @@ import hmac
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.auth import authorized
-from service.context import Ctx
+from service.context import context
 from service.errors import ModelLoadError
 from service.oip.errors import ProtocolError
 from service.registry import IndexEntry
 from service.routers.common import protocol_error_responses
 from service.routers.oip import ProtocolRoute
+from service.routing import guarded_route
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
 TRITON_STATE = {
@@ -71,15 +72,15 @@ async def require_admin_key(request: Request) -> None:
 
 
 router = APIRouter(
-    route_class=ProtocolRoute,
+    route_class=guarded_route(require_admin_key, ProtocolRoute),
     tags=["model repository"],
-    dependencies=[Depends(require_admin_key)],
     responses=protocol_error_responses(400, 401, 403, 500),
 )
 
 
 @router.post("/v2/repository/index", summary="Models in the repository with their state and version")
-async def repository_index(request: Request, ctx: Ctx) -> JSONResponse:
+async def repository_index(request: Request) -> JSONResponse:
+    ctx = context(request)
     body = await _read_object(request, allowed={"ready"})
     ready_only = body.get("ready", False)
     if not isinstance(ready_only, bool):
@@ -93,7 +94,8 @@ async def repository_index(request: Request, ctx: Ctx) -> JSONResponse:
     summary="Load or reload a model from its folder",
     responses=protocol_error_responses(404),
 )
-async def load_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
+async def load_model(request: Request, name: str) -> JSONResponse:
+    ctx = context(request)
     parameters = await _parameters(request, allowed=set())
     if "config" in parameters or any(key.startswith("file:") for key in parameters):
         raise ProtocolError(
@@ -114,7 +116,8 @@ async def load_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
     summary="Unload a model once its requests finish",
     responses=protocol_error_responses(404),
 )
-async def unload_model(request: Request, ctx: Ctx, name: str) -> JSONResponse:
+async def unload_model(request: Request, name: str) -> JSONResponse:
+    ctx = context(request)
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
     await ctx.registry.unload_model(name)
     request.scope["state"]["model"] = name
