@@ -47,6 +47,9 @@ class Job:
     enqueued: float = 0.0
     gap: float = float("inf")  # seconds since the job submitted before it
     idle: bool = False  # nothing was queued or running when it was submitted
+    # The caller's "has my client gone?" probe (the server's disconnect flag): a job whose client
+    # left is cancelled when a run is formed, never run.
+    client_gone: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,11 +194,14 @@ class DynamicBatcher:
                 return
 
     def _take(self) -> list[Slice]:
-        """Up to max_batch items from the oldest jobs; skips jobs already cancelled or failed."""
+        """Up to max_batch items from the oldest jobs; skips jobs already cancelled or failed, and
+        cancels those whose client has gone."""
         slices: list[Slice] = []
         room = self.max_batch
         while self._pending and room > 0:
             job = self._pending[0]
+            if job.client_gone is not None and job.future is not None and job.client_gone():
+                job.future.cancel()
             if job.future is not None and job.future.done():
                 self._pending.popleft()
                 self._queued -= job.size - job.taken

@@ -11,12 +11,16 @@
 - **Graceful stop with a bound.** SIGTERM: stop accepting, let in-flight requests finish, and after
   `graceful_timeout` seconds cancel what is left and drop the connections of clients that do not
   read, so the process exits (status 0) inside the orchestrator's grace period.
+- **Disconnect probe.** Each request's scope carries `extensions["imagegen.client_gone"]`, a
+  callable reading uvicorn's own disconnect flag for it, so the batcher can skip the job of a
+  client that left without a task per request waiting on `receive()` (service/delivery.py).
 - No `server` header; no WebSocket support (nothing here speaks it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import logging
@@ -27,6 +31,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.delivery import CLIENT_GONE
 from service.logs import RateLimitedLog
 from service.settings import Settings
 
@@ -130,6 +135,13 @@ class _Limits(asyncio.Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _offer_client_gone_probe(self) -> None:
+        """Called once uvicorn has made the request's cycle, before its ASGI task first runs."""
+        cycle = self.cycle
+        if cycle is not None:
+            extensions = cycle.scope.setdefault("extensions", {})
+            extensions.setdefault(CLIENT_GONE, functools.partial(getattr, cycle, "disconnected"))
+
     def _serving_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
@@ -152,6 +164,7 @@ class _H11Limits(_Limits, H11Protocol):
         # their_state leaves IDLE once h11 has parsed a request's headers.
         if self.conn.their_state is not h11.IDLE:
             self._cancel_header_timer()
+        self._offer_client_gone_probe()
 
 
 def _httptools_class() -> type | None:
@@ -163,6 +176,7 @@ def _httptools_class() -> type | None:
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
             super().on_headers_complete()
+            self._offer_client_gone_probe()
 
     return _HttpToolsLimits
 

@@ -1,7 +1,8 @@
 """Connection-level hardening of `imagegen serve` (issue 16, rows 4, 6, 9, 11, 12), against a real
 server on loopback: header timeout for idle and half-sent connections (httptools and h11), the
 connection cap and the descriptor limit, a bounded graceful stop with a client that does not
-read, uvloop + httptools, no `server` header, and log lines a client cannot forge.
+read, uvloop + httptools, no `server` header, log lines a client cannot forge, and the job of a
+client that left before its run is never run (both parsers).
 
 Each test holds at most a few hundred connections for a few seconds; time bounds are generous
 liveness bounds, never performance claims.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import select
 import shutil
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -121,8 +123,10 @@ def test_idle_and_half_sent_connections_are_closed_after_the_header_timeout(
 def test_what_the_http_parser_refuses_is_a_json_400(small_repo: Path, tmp_path: Path, http: str) -> None:
     """Issue 16 row 13: a request line past the parser's limit, or garbage, gets our error shape."""
     with serving(small_repo, tmp_path, "--http", http) as srv:
-        for request in (b"GET /sample?pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-                        b"NOT HTTP AT ALL\r\n\r\n"):
+        for request in (
+            b"GET /sample?pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"NOT HTTP AT ALL\r\n\r\n",
+        ):
             (conn,) = _open(srv, 1)
             try:
                 conn.settimeout(10)
@@ -230,3 +234,40 @@ def test_a_client_cannot_forge_a_log_line(small_repo: Path, tmp_path: Path, fmt:
         assert not any("\x1b" in line or "\r" in line for line in lines)
         access = [line for line in lines if "forged" in line]
         assert len(access) == 1 and "\\n" in access[0]
+
+
+def _model_metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    found = re.search(rf'^{name}\{{model="{MODEL}"\}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for: {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_the_job_of_a_client_that_left_is_never_run(small_repo: Path, tmp_path: Path, parser: str) -> None:
+    """A request waits 1.5 s for its batch to fill; its client disconnects meanwhile. When the
+    run is formed the job is skipped: no image of it is counted as made. A client that stays
+    gets its images counted (so the counter does move)."""
+    env = {"IMAGEGEN_WAIT_ALONE": "1", "IMAGEGEN_MAX_DELAY_MS": "1500", "IMAGEGEN_HTTP": parser}
+    srv = start_server(small_repo, tmp_path, "--no-access-log", env=env)
+    try:
+        url = urlsplit(srv.url)
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(f"GET /sample?model={MODEL}&seed=1&n=3 HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            _until("the job queued", lambda: _model_metric(srv.url, "imagegen_queue_depth") == 3)
+        _until("the queue emptied", lambda: _model_metric(srv.url, "imagegen_queue_depth") == 0)
+        time.sleep(0.5)  # a run, had one been started, would have finished by now
+        assert _model_metric(srv.url, "imagegen_images_total") == 0
+
+        r = httpx.get(srv.url + "/sample", params={"model": MODEL, "seed": 1, "n": 2}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert _model_metric(srv.url, "imagegen_images_total") == 2
+    finally:
+        srv.stop()
