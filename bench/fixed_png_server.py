@@ -34,7 +34,7 @@ def seed_zero_png(model_dir: Path) -> bytes:
 
 
 def build_app(png: bytes) -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})  # as imagegen serve
 
     @app.get("/sample")
     async def sample() -> Response:

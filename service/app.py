@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
             executor.shutdown(wait=True)
             log.info("stopped")
 
-    app = build_app(lifespan)
+    app = build_app(lifespan, opentelemetry=settings.opentelemetry)
     app.state.ctx = ctx
     app.add_middleware(
         RequestContext,
@@ -82,10 +82,12 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def build_app(lifespan: Any = None) -> FastAPI:
+def build_app(lifespan: Any = None, opentelemetry: bool = False) -> FastAPI:
     """The FastAPI app with every router and the error handlers; create_app adds the state.
     /docs and /openapi.json are the docs router's (behind the key), not FastAPI's defaults."""
+    switch = opentelemetry
     app = FastAPI(
+        telemetry={"tracing": switch, "metrics": switch, "logs": switch},
         title="imagegen",
         summary="Small generative image models served from ONNX Runtime with dynamic batching.",
         version="0.1.0",

@@ -11,6 +11,10 @@
 - **Graceful stop with a bound.** SIGTERM: stop accepting, let in-flight requests finish, and after
   `graceful_timeout` seconds cancel what is left and drop the connections of clients that do not
   read, so the process exits (status 0) inside the orchestrator's grace period.
+- **One write per response.** uvicorn writes a response's status line and headers, then its body,
+  as two writes: two send calls and, for a small image, two TCP segments. The httptools protocol
+  holds the headers until the body's first bytes (or the end of the event-loop iteration, for a
+  response without a body) and writes both at once.
 - **Disconnect probe.** Each request's scope carries `extensions["imagegen.client_gone"]`, a
   callable reading uvicorn's own disconnect flag for it, so the batcher can skip the job of a
   client that left without a task per request waiting on `receive()` (service/delivery.py).
@@ -74,6 +78,54 @@ _UNPARSABLE = (
     b"connection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_UNPARSABLE_BODY), _UNPARSABLE_BODY)
 )
+
+
+# Below this many body bytes the held headers are joined to the body in one buffer; above it the
+# two go out through one writelines call, which spares copying the body.
+_JOIN_BELOW = 16 * 1024
+
+
+class _HeadersWithBody:
+    """A connection's transport as uvicorn's request cycles see it: the status line and headers
+    (a write that starts with b"HTTP/1.1 ", not an interim 100) are held and sent with the next
+    write; what is still held at the end of the event-loop iteration, or at close, is sent alone."""
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(data) < _JOIN_BELOW:
+                self._transport.write(held + data)
+            else:
+                self._transport.writelines((held, data))
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport's API, as it is
+        return getattr(self._transport, name)
 
 
 class _Limits(asyncio.Protocol):
@@ -173,6 +225,11 @@ def _httptools_class() -> type | None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class _HttpToolsLimits(_Limits, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if not transport.is_closing():  # not refused at the connection cap
+                self.transport = _HeadersWithBody(transport, self.loop)  # type: ignore[assignment]
+
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
             super().on_headers_complete()

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         "text", description="text: human-readable lines; json: one JSON object per line."
     )
     access_log: bool = Field(True, description="Log one line per request (with its request id).")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's built-in OpenTelemetry instrumentation (a span and metrics per request, "
+        "once an OpenTelemetry SDK is configured in the process). Off, FastAPI skips its per-request "
+        "check for a configured SDK.",
+    )
     api_key: SecretStr | None = Field(
         None,
         min_length=1,
