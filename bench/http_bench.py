@@ -12,8 +12,9 @@ p50/p95/p99. Prints a table and writes `bench/results/http-<date>.json`.
     python bench/http_bench.py --duration 10 --concurrency 1,16,64,256
     python bench/http_bench.py --compare            # the issue's ratios, peers side by side (below)
 
-`--compare` keeps every server up at once and alternates them, `--repeats` rounds of short wrk
-runs, so each ratio comes from figures measured back to back under the same load: /sample n=1 at
+`--compare` keeps our server up, starts each model's peers only while that model is measured and
+alternates them, `--repeats` rounds of short wrk runs, so each ratio comes from figures measured
+back to back under the same load: /sample n=1 at
 64 connections, ours vs LitServe per model and ours vs the fixed PNG; bulk POST /v1/images as npy
 vs the engine alone (ONNX Runtime in this process, the server's batch and threads). It first
 checks that LitServe's PNGs are byte-identical to ours for a few seeds. Medians are reported,
@@ -52,6 +53,7 @@ class Server:
     cmd: list[str]
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/readyz"
+    cwd: Path | None = None  # default: this checkout
 
 
 def free_port() -> int:
@@ -64,8 +66,8 @@ def start(server: Server, port: int) -> subprocess.Popen:
     env = {**os.environ, **server.env, "IMAGEGEN_PORT": str(port), "IMAGEGEN_HOST": "127.0.0.1"}
     cmd = [c.replace("{port}", str(port)) for c in server.cmd]
     # Its own process group, so stop() also ends the children a server spawns (LitServe's workers).
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=server.cwd or ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", action="store_true", help="the issue's ratios, peers alternated (see above)")
     ap.add_argument("--compare-models", default="gan-mnist,gan-emoji")
     ap.add_argument("--repeats", type=int, default=3, help="--compare: rounds of alternated runs")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="--compare: also serve the first model from this checkout (e.g. a git worktree "
+                         "of an earlier commit), with the same models: before vs after in one run")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -307,38 +312,42 @@ def engine_images_per_s(models_dir: Path, model: str, batch: int, threads: int, 
 
 
 def compare(args: argparse.Namespace) -> int:
+    """Our server stays up; each model's peers (LitServe; for the first model also the fixed-PNG
+    ceiling and --before) are up only while that model is measured: idle LitServe workers poll
+    and would otherwise take CPU from whichever pair is being measured (11 of them took over a
+    core in one trial)."""
     models = args.compare_models.split(",")
     ceiling_model = models[0]
-    servers = {"ours": peer_servers(ceiling_model, args.models_dir)["batching"],
-               "fixed_png": peer_servers(ceiling_model, args.models_dir)["fixed_png"]}
-    for model in models:
-        servers[f"litserve:{model}"] = peer_servers(model, args.models_dir)["litserve"]
-    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    ours_server = peer_servers(ceiling_model, args.models_dir)["batching"]
+    threads = max(1, (os.cpu_count() or 2) - 1)  # the server's default ONNX Runtime threads
+    batch = 64  # the server's default max_batch: the size of the runs a bulk request becomes
+    runs: list[dict] = []
+    checks: dict[str, dict] = {}
+    ours_proc = start(ours_server, ours := free_port())
     try:
-        for name, server in servers.items():
-            port = free_port()
-            procs[name] = (start(server, port), port)
-        ours_proc, ours = procs["ours"]
-        checks = {m: check_same_pngs(ours, procs[f"litserve:{m}"][1], m) for m in models}
-        print(f"LitServe PNGs vs ours, seeds {list(PNG_CHECK_SEEDS)}: {checks}", flush=True)
-        threads = max(1, (os.cpu_count() or 2) - 1)  # the server's default ONNX Runtime threads
-        batch = 64  # the server's default max_batch: the size of the runs a bulk request becomes
-        runs: list[dict] = []
+        for model in models:
+            peers = {f"litserve:{model}": peer_servers(model, args.models_dir)["litserve"]}
+            if model == ceiling_model:
+                peers["fixed_png"] = peer_servers(model, args.models_dir)["fixed_png"]
+                if args.before:
+                    # `python -m` puts the working directory first on sys.path: that checkout's code runs
+                    peers["before"] = Server("before", ours_server.cmd, cwd=args.before.resolve())
+            procs = {"ours": (ours_proc, ours)}
+            try:
+                for name, server in peers.items():
+                    procs[name] = (start(server, port := free_port()), port)
+                checks[model] = check_same_pngs(ours, procs[f"litserve:{model}"][1], model)
+                print(f"LitServe PNGs vs ours for {model}, seeds {list(PNG_CHECK_SEEDS)}: {checks[model]}",
+                      flush=True)
+                names = list(procs)
+                for rnd in range(args.repeats):
+                    for name in names[::-1] if rnd % 2 else names:
+                        runs.append(_sample_round(procs[name], name, model, rnd, args.duration))
+            finally:
+                for name, (proc, _) in procs.items():
+                    if name != "ours":
+                        stop(proc)
         for rnd in range(args.repeats):
-            for model in models:
-                names = ["ours", f"litserve:{model}"] + (["fixed_png"] if model == ceiling_model else [])
-                for name in names[::-1] if rnd % 2 else names:
-                    proc, port = procs[name]
-                    cpu0 = cpu_seconds(proc.pid)
-                    res = sample_wrk(name.split(":")[0], port, f"/sample?model={model}&seed={{seed}}", 64,
-                                     args.duration)
-                    cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1e3
-                    res["server_cpu_ms_per_request"] = cpu_ms / max(res["requests"], 1)
-                    runs.append({"round": rnd, "server": name.split(":")[0], "model": model,
-                                 "load_average": os.getloadavg()[0], **res})
-                    print(f"round {rnd} {model:10} {name:20} {res['ok_rps']:8.0f} req/s  "
-                          f"p99 {res['p99_ms']:6.1f} ms  non-2xx {res['errors_status']}  "
-                          f"load {os.getloadavg()[0]:.1f}", flush=True)
             for step in (["bulk", "engine"] if rnd % 2 == 0 else ["engine", "bulk"]):
                 if step == "engine":
                     res = engine_images_per_s(args.models_dir, ceiling_model, batch, threads, args.duration)
@@ -357,8 +366,7 @@ def compare(args: argparse.Namespace) -> int:
                 print(f"round {rnd} bulk npy x{args.bulk} c={args.bulk_concurrency}: "
                       f"{res['images_per_s']:.0f} images/s  p99 {res['p99_ms']:.1f} ms", flush=True)
     finally:
-        for proc, _ in procs.values():
-            stop(proc)
+        stop(ours_proc)
     summary = compare_summary(runs, models, ceiling_model)
     for line in summary["lines"]:
         print(line)
@@ -367,6 +375,19 @@ def compare(args: argparse.Namespace) -> int:
                                     "summary": summary})
     print(f"wrote {path}")
     return 0
+
+
+def _sample_round(proc_port: tuple[subprocess.Popen, int], name: str, model: str, rnd: int,
+                  duration: float) -> dict:
+    """One wrk run of /sample n=1 at 64 connections against one server, with its CPU per request."""
+    proc, port = proc_port
+    cpu0 = cpu_seconds(proc.pid)
+    res = sample_wrk(name.split(":")[0], port, f"/sample?model={model}&seed={{seed}}", 64, duration)
+    res["server_cpu_ms_per_request"] = (cpu_seconds(proc.pid) - cpu0) * 1e3 / max(res["requests"], 1)
+    print(f"round {rnd} {model:10} {name:20} {res['ok_rps']:8.0f} req/s  p99 {res['p99_ms']:6.1f} ms  "
+          f"non-2xx {res['errors_status']}  load {os.getloadavg()[0]:.1f}", flush=True)
+    return {"round": rnd, "server": name.split(":")[0], "model": model,
+            "load_average": os.getloadavg()[0], **res}
 
 
 def _median(values: list[float]) -> float:
@@ -395,6 +416,13 @@ def compare_summary(runs: list[dict], models: list[str], ceiling_model: str) -> 
         if model == ceiling_model:
             ceiling, ceiling_p99 = med("fixed_png", model, "ok_rps"), med("fixed_png", model, "p99_ms")
             row.update(fixed_png_rps=ceiling, fixed_png_p99_ms=ceiling_p99, vs_fixed_png=ours / ceiling)
+            before = med("before", model, "ok_rps")
+            if before == before:  # not NaN: --before was given
+                row.update(before_rps=before, before_p99_ms=med("before", model, "p99_ms"),
+                           before_cpu_ms_per_request=med("before", model, "server_cpu_ms_per_request"))
+                lines.append(f"{model} /sample n=1 @64: ours {ours:.0f} req/s "
+                             f"({row['ours_cpu_ms_per_request']:.3f} ms CPU a request) vs the --before "
+                             f"checkout {before:.0f} ({row['before_cpu_ms_per_request']:.3f} ms)")
             holds = row["vs_fixed_png"] >= TARGETS["vs_fixed_png"] and ours_p99 < TARGETS["fixed_png_p99_ms"]
             lines.append(f"{model} /sample n=1 @64: ours {ours:.0f} req/s vs fixed PNG {ceiling:.0f} "
                          f"(p99 {ceiling_p99:.1f} ms) = {row['vs_fixed_png']:.2f}x "
