@@ -85,9 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
 def build_app(lifespan: Any = None, opentelemetry: bool = False) -> FastAPI:
     """The FastAPI app with every router and the error handlers; create_app adds the state.
     /docs and /openapi.json are the docs router's (behind the key), not FastAPI's defaults."""
-    switch = opentelemetry
     app = FastAPI(
-        telemetry={"tracing": switch, "metrics": switch, "logs": switch},
+        telemetry={"tracing": opentelemetry, "metrics": opentelemetry, "logs": opentelemetry},
         title="imagegen",
         summary="Small generative image models served from ONNX Runtime with dynamic batching.",
         version="0.1.0",

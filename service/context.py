@@ -1,7 +1,7 @@
 """What the routers share, built once per app by create_app: `context(request)` in a handler.
 
 A plain call, not a FastAPI dependency: dependencies are solved anew for every request (see
-service/auth.py)."""
+service/routing.py)."""
 
 from __future__ import annotations
 
