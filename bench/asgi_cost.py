@@ -31,7 +31,7 @@ from fixed_png_server import seed_zero_png  # noqa: E402
 from machine import machine_info, write_result  # noqa: E402
 
 from service.app import create_app  # noqa: E402
-from service.delivery import CLIENT_GONE  # noqa: E402
+from service.http.delivery import CLIENT_GONE  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def scope_for(path: str, query: bytes, port: int) -> dict[str, Any]:
         "query_string": query,
         "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"asgi-cost"), (b"accept", b"*/*")],
         "client": ("127.0.0.1", port),  # a connection of its own: admission remembers clients
-        # what `imagegen serve`'s protocol puts in every scope (service/server.py)
+        # what `imagegen serve`'s protocol puts in every scope (service/http/server.py)
         "extensions": {CLIENT_GONE: _never_gone},
         "server": ("127.0.0.1", 8000),
         "state": {},

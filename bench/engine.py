@@ -27,7 +27,7 @@ from machine import machine_info, write_result  # noqa: E402
 
 from imagegen.contract.manifest import Manifest  # noqa: E402
 from imagegen.contract.sampling import build_feeds  # noqa: E402
-from service.runtime import ModelRuntime, RuntimeOptions  # noqa: E402
+from service.engine.runtime import ModelRuntime, RuntimeOptions  # noqa: E402
 
 # bf16 dense matrix rate of the GPUs this project is lent (TFLOP/s, vendor figures).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}

@@ -21,8 +21,8 @@ from fastapi import FastAPI, Response
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from imagegen.contract.manifest import Manifest  # noqa: E402
-from service.generation import Generator, ImageRequest  # noqa: E402
-from service.runtime import ModelRuntime, RuntimeOptions  # noqa: E402
+from service.engine.generation import Generator, ImageRequest  # noqa: E402
+from service.engine.runtime import ModelRuntime, RuntimeOptions  # noqa: E402
 
 
 def seed_zero_png(model_dir: Path) -> bytes:

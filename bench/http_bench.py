@@ -293,7 +293,7 @@ def engine_images_per_s(models_dir: Path, model: str, batch: int, threads: int, 
 
     from imagegen.contract.manifest import Manifest
     from imagegen.contract.sampling import build_feeds, default_labels
-    from service.runtime import ModelRuntime, RuntimeOptions
+    from service.engine.runtime import ModelRuntime, RuntimeOptions
 
     model_dir = models_dir / model
     manifest = Manifest.read(model_dir)

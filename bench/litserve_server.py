@@ -6,7 +6,7 @@ LitServe with its own dynamic batching (max 64 images, 2 ms), for bench/http_ben
 
 `POST /sample` with `{"seed": 42}` (LitServe's endpoints take a JSON body) answers the PNG that
 `GET /sample?model=gan-emoji&seed=42` answers from our server: feeds from
-`imagegen.contract.sampling.build_feeds`, pixels and PNG from `service.imaging`, one thread for
+`imagegen.contract.sampling.build_feeds`, pixels and PNG from `service.engine.imaging`, one thread for
 ONNX Runtime as our server uses on 2 cores. `GET /health` is LitServe's readiness route.
 Not part of the product.
 """

@@ -35,19 +35,20 @@ from machine import machine_info, write_result  # noqa: E402
 PARTS: list[tuple[str, re.Pattern[str]]] = [
     (part, re.compile(pattern))
     for part, pattern in [
-        ("inference", r"service/runtime\.py|onnxruntime"),
+        ("inference", r"service/engine/runtime\.py|onnxruntime"),
         ("seed contract (feeds)", r"contract/sampling\.py"),
-        ("PNG encoding", r"service/imaging\.py|render \(service/generation"),
+        ("PNG encoding", r"service/engine/imaging\.py|render \(service/engine/generation"),
         ("metrics", r"prometheus_client|service/metrics\.py"),
         ("access log", r"\(logging/|service/logs\.py"),
         ("sending", r"(^|\.)(send|_send|write)\b.*(httptools_impl|h11_impl|uvloop|transports)"),
-        ("parsing (HTTP + query)", r"service/params\.py|pydantic|httptools_impl\.py.*(on_|data_received)"
+        ("parsing (HTTP + query)", r"service/http/params\.py|pydantic|httptools_impl\.py.*(on_|data_received)"
          r"|h11|datastructures\.py|urllib/parse"),
-        ("ETag", r"service/etag\.py"),
-        ("middleware", r"service/middleware\.py|service/admission\.py|service/delivery\.py"),
-        ("batcher + thread hand-off", r"service/batching\.py|concurrent/futures|threading\.py"
-         r"|run_in_executor|call_soon_threadsafe|service/generation\.py"),
-        ("route + framework (FastAPI/Starlette)", r"fastapi/|starlette/|service/routers/|service/auth\.py"),
+        ("ETag", r"service/http/etag\.py"),
+        ("middleware", r"service/http/middleware\.py|service/dataplane/|service/http/delivery\.py"),
+        ("batcher + thread hand-off", r"service/engine/batching\.py|concurrent/futures|threading\.py"
+         r"|run_in_executor|call_soon_threadsafe|service/engine/generation\.py"),
+        ("route + framework (FastAPI/Starlette)",
+         r"fastapi/|starlette/|service/http/routers/|service/http/auth\.py|service/http/routing\.py"),
         ("uvicorn request cycle", r"uvicorn/"),
         ("event loop", r"asyncio/|uvloop"),
     ]

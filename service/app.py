@@ -17,14 +17,14 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from service.context import Context
-from service.handlers import install_error_handlers
+from service.engine.runtime import RuntimeOptions, resolve_provider
+from service.http.context import Context
+from service.http.handlers import install_error_handlers
+from service.http.middleware import RequestContext
+from service.http.routers import docs, health, images, latent, metrics, models, oip, repository
 from service.metrics import Metrics
-from service.middleware import RequestContext
-from service.registry import Registry
-from service.routers import docs, health, images, latent, metrics, models, oip, repository
-from service.runtime import RuntimeOptions, resolve_provider
 from service.settings import Settings
+from service.store.registry import Registry
 
 log = logging.getLogger("imagegen.app")
 

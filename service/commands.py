@@ -9,14 +9,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service import repository
+from service.engine.generation import Generator
+from service.engine.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
 from service.errors import ModelLoadError, ServiceError
-from service.generation import Generator
+from service.http.params import image_request
 from service.metrics import Metrics
-from service.params import image_request
-from service.registry import Registry
-from service.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
 from service.settings import Settings, SettingsError, load_settings
+from service.store import repository
+from service.store.registry import Registry
 
 # Command-line option -> Settings field; options override the environment.
 _SERVE_OPTIONS: list[tuple[str, str, type]] = [
@@ -82,8 +82,8 @@ def serve_main(argv: list[str]) -> int:
         return 2
 
     from service.app import create_app
+    from service.http.server import build_server
     from service.logs import setup_logging
-    from service.server import build_server
 
     setup_logging(settings.log_level, settings.log_format)
     try:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.batching import RunReport
+from service.engine.batching import RunReport
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -7,5 +7,5 @@
 - `grpc_server`: `inference.GRPCInferenceService` on grpc.aio (imported only with a gRPC port);
 - `grpc_predict_v2.proto` (KServe's, Apache-2.0) and its committed stubs; `stubs` regenerates them.
 
-The FastAPI routes are in service/routers/oip.py.
+The FastAPI routes are in service/http/routers/oip.py.
 """

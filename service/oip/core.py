@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's handlers, shared by HTTP (service/routers/oip.py) and gRPC
+"""The Open Inference Protocol's handlers, shared by HTTP (service/http/routers/oip.py) and gRPC
 (service/oip/grpc_server.py): health, metadata, configuration and inference, over the same
 registry and per-model batchers as our own API. Nothing here knows a transport.
 
@@ -21,14 +21,14 @@ import numpy as np
 from imagegen.contract.manifest import Manifest
 from imagegen.contract.sampling import MAX_SEED, default_labels
 from imagegen.contract.triton_config import PLATFORM, model_config
-from service.admission import Ticket
-from service.batching import BatcherStopped, Job, QueueFull
+from service.dataplane.admission import Ticket
+from service.engine.batching import BatcherStopped, Job, QueueFull
+from service.engine.generation import ImageRequest, TensorRequest
 from service.errors import ServiceError
-from service.generation import ImageRequest, TensorRequest
 from service.oip.errors import ProtocolError, from_service_error
 from service.oip.tensors import Tensor
-from service.registry import Registry, ServedModel
 from service.settings import Settings
+from service.store.registry import Registry, ServedModel
 
 log = logging.getLogger("imagegen.oip")
 
@@ -189,7 +189,7 @@ class InferenceService:
     async def infer(
         self, served: ServedModel, request: InferRequest, *, client: Any = None, bytes_per_value: int = 4
     ) -> tuple[InferResponse, Ticket]:
-        """Validate the request against the model, admit it (service/admission.py, as our own image
+        """Validate the request against the model, admit it (service/dataplane/admission.py, as our own image
         routes: unavailable with Retry-After when the model, the server or the response bytes in
         flight are at their bounds), run it through the model's batcher, answer.
 

@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from service.auth import key_matches
 from service.errors import ServiceError
+from service.http.auth import key_matches
 from service.oip import grpc_predict_v2_pb2 as pb
 from service.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.oip import rest

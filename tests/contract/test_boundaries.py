@@ -61,7 +61,7 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path, monkeypatch: pytest
 def test_serving_loads_no_torch_and_no_training_at_run_time() -> None:
     code = (
         "import sys, imagegen.cli, imagegen.contract.manifest, imagegen.contract.sampling, "
-        "service.app, service.commands, service.registry; "
+        "service.app, service.commands, service.store.registry; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from service.app import build_app
+from service.http.routers import health
 from service.metrics import Metrics
-from service.routers import health
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.etag import image_etag
+from service.http.etag import image_etag
 from tests.service.conftest import decode_png
 
 

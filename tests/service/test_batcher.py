@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from service.batching import BatcherStopped, DynamicBatcher, Job, QueueFull, RunReport, Slice
+from service.engine.batching import BatcherStopped, DynamicBatcher, Job, QueueFull, RunReport, Slice
 from service.metrics import Metrics
 
 

@@ -1,4 +1,4 @@
-"""Request bodies (service/body.py): a body that trickles in after complete headers is cut after
+"""Request bodies (service/http/body.py): a body that trickles in after complete headers is cut after
 IMAGEGEN_BODY_TIMEOUT with a 408 in our error shape and the connection closed; uvicorn itself has
 no such bound once the headers are in. Against a real server on loopback; the time bounds are
 generous liveness bounds."""

@@ -89,7 +89,7 @@ def test_security_is_declared_only_when_a_key_is_configured(client: Any, keyed_s
 
 
 def test_the_admin_key_is_declared_on_the_repository_routes_alone() -> None:
-    from service.routers.docs import with_security
+    from service.http.routers.docs import with_security
 
     spec = {
         "paths": {

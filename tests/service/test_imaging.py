@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import imaging
+from service.engine import imaging
 from tests.service.conftest import decode_png
 
 

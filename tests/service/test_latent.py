@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from imagegen.contract.sampling import latent
-from service.latent import MAX_UPLOAD_PIXELS, interpolation_latents, slerp
+from service.engine.latent import MAX_UPLOAD_PIXELS, interpolation_latents, slerp
 from tests.service.conftest import REPO, decode_png
 
 MNIST_TEST = REPO / "tests/data/mnist/t10k-images-idx3-ubyte.gz"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.params import read_query
+from service.http.params import read_query
 from tests.service.conftest import Server, read_until_closed, start_server
 
 MODEL = "gan-mnist"

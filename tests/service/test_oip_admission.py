@@ -1,5 +1,5 @@
 """The Open Inference Protocol and the latent tools go through the same admission as the image
-routes (service/admission.py), and the protocol's body reader has the body timeout.
+routes (service/dataplane/admission.py), and the protocol's body reader has the body timeout.
 
 One real server on loopback whose batches wait 3 s to fill and whose server-wide bound is 8
 images: a request of 8 images to one model holds the whole bound while it waits, so any other

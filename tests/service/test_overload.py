@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.admission import Admission
-from service.batching import RunReport
+from service.dataplane.admission import Admission
+from service.engine.batching import RunReport
 from service.errors import Overloaded
 from tests.service.conftest import Server, start_server
 

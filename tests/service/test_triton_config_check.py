@@ -19,7 +19,7 @@ import pytest
 
 from imagegen.contract.manifest import Manifest
 from imagegen.contract.triton_config import CONFIG_NAME
-from service.config_check import ConfigSyntaxError, config_problem, parse_pbtxt
+from service.store.config_check import ConfigSyntaxError, config_problem, parse_pbtxt
 from tests.service.conftest import Server, start_server
 
 TAMPERED = "gan-mnist"  # config.pbtxt with z's dims changed

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 
 from imagegen.contract.sampling import build_feeds
-from service import imaging
-from service.batching import Job, Slice
-from service.runtime import ModelRuntime
+from service.engine import imaging
+from service.engine.batching import Job, Slice
+from service.engine.runtime import ModelRuntime
 
 # png: one PNG (a grid when n > 1); png_base64_list: one base64 PNG per image (for JSON responses);
 # npy: float32 NCHW array in [0, 1]; array: that array itself (the Open Inference Protocol's output).

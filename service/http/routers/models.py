@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.auth import require_key
-from service.context import context
-from service.routers.common import KEYED_ERRORS, error_responses
-from service.routing import guarded_route
+from service.http.auth import require_key
+from service.http.context import context
+from service.http.routers.common import KEYED_ERRORS, error_responses
+from service.http.routing import guarded_route
 
 router = APIRouter(
     tags=["registry"], route_class=guarded_route(require_key), responses=error_responses(*KEYED_ERRORS)

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from imagegen.contract.manifest import ImageSpec, Manifest, OnnxSpec, sha256_file
 from imagegen.contract.sampling import latent
-from service import imaging
+from service.engine import imaging
 from service.errors import ModelLoadError, PayloadTooLarge, ServiceError, UnsupportedMediaType, clip
 
 log = logging.getLogger("imagegen.latent")

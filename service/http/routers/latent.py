@@ -1,5 +1,5 @@
 """Latent tools: GET /interpolate (a strip between two seeds) and POST /v1/reconstruct (a VAE's
-encode-decode of an uploaded image). The engine side is service.latent; the decoder runs through
+encode-decode of an uploaded image). The engine side is service.engine.latent; the decoder runs through
 the model's batcher like every other request, the encoder and image work in the worker threads.
 """
 
@@ -18,12 +18,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegen.contract.sampling import default_label
-from service import latent
-from service.admission import Ticket
-from service.auth import require_key
-from service.body import read_body
-from service.context import Context, context
-from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
+from service.dataplane.admission import Ticket
+from service.engine import latent
+from service.engine.generation import TensorRequest
 from service.errors import (
     InvalidParameter,
     ModelLoadError,
@@ -31,9 +28,12 @@ from service.errors import (
     ParameterNotSupported,
     clip,
 )
-from service.etag import etag_matches
-from service.generation import TensorRequest
-from service.params import (
+from service.http.auth import require_key
+from service.http.body import read_body
+from service.http.context import Context, context
+from service.http.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
+from service.http.etag import etag_matches
+from service.http.params import (
     MAX_ID_CHARS,
     CountText,
     FormatText,
@@ -46,9 +46,9 @@ from service.params import (
     read_query_as,
     resolve_class,
 )
-from service.registry import ServedModel
-from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
-from service.routing import guarded_route
+from service.http.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
+from service.http.routing import guarded_route
+from service.store.registry import ServedModel
 
 router = APIRouter(
     tags=["latent"],
@@ -350,7 +350,7 @@ def _headers(served: ServedModel) -> dict[str, str]:
 
 
 def _etag(served: ServedModel, *parts: object) -> str:
-    """Everything the bytes depend on, provider included (as service.etag's image ETag)."""
+    """Everything the bytes depend on, provider included (as service.http.etag's image ETag)."""
     assert served.manifest is not None
     key = "|".join(str(p) for p in (served.id, served.manifest.version, served.provider or "", *parts))
     return '"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
@@ -366,7 +366,7 @@ def _response_bytes(served: ServedModel, images: int, scale: int, fmt: str) -> i
 
 def _admit(request: Request, ctx: Context, served: ServedModel, images: int, size: int) -> Ticket:
     """Admission, as the image routes': 503 with Retry-After before any work when the model, the
-    server or the bytes of responses in flight are at their bounds (service/admission.py)."""
+    server or the bytes of responses in flight are at their bounds (service/dataplane/admission.py)."""
     return ctx.registry.admission.admit(served.id, images, size, request.scope.get("client"))
 
 

@@ -21,15 +21,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from imagegen.contract.sampling import MAX_SEED
-from service.auth import authorized
-from service.body import read_body
-from service.delivery import MeteredResponse
 from service.errors import PayloadTooLarge, ServiceError
+from service.http.auth import authorized
+from service.http.body import read_body
+from service.http.delivery import MeteredResponse
+from service.http.routers.common import protocol_error_responses
+from service.http.routing import ServiceRoute, guarded_route
 from service.oip import rest
 from service.oip.core import InferenceService
 from service.oip.errors import HTTP_STATUS, Kind, ProtocolError, from_service_error
-from service.routers.common import protocol_error_responses
-from service.routing import ServiceRoute, guarded_route
 
 log = logging.getLogger("imagegen.oip")
 
@@ -347,7 +347,7 @@ async def version_infer(request: Request, name: str, version: str) -> Response:
 
 
 async def _infer(request: Request, name: str, version: str) -> Response:
-    """Admitted as our own image routes are (service/admission.py): an overloaded model or server
+    """Admitted as our own image routes are (service/dataplane/admission.py): an overloaded model or server
     answers 503 with Retry-After before any work; the body is read within its size and time
     bounds; the response's bytes count against IMAGEGEN_MAX_RESPONSE_BYTES until sent."""
     service = _service(request)
@@ -389,7 +389,7 @@ async def _maybe_off_loop(off_loop: bool, fn: Callable[..., Any], *args: Any) ->
 
 async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused past `limit` bytes while streaming (a wrong Content-Length changes
-    nothing) and past `timeout_s` seconds (408, connection closed), as service/body.py reads ours."""
+    nothing) and past `timeout_s` seconds (408, connection closed), as service/http/body.py reads ours."""
     try:
         return await read_body(request, limit, timeout_s)
     except PayloadTooLarge:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.auth import authorized
-from service.context import context
-from service.routers.common import COMMON_ERRORS, error_responses
-from service.routing import ServiceRoute
+from service.http.auth import authorized
+from service.http.context import context
+from service.http.routers.common import COMMON_ERRORS, error_responses
+from service.http.routing import ServiceRoute
 
 router = APIRouter(route_class=ServiceRoute, tags=["health"], responses=error_responses(*COMMON_ERRORS))
 

@@ -23,12 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from service.auth import SECURITY_SCHEMES, require_key
-from service.context import context
 from service.errors import NotFound, clip
-from service.registry import Registry
-from service.routers.common import COMMON_ERRORS, KEYED_ERRORS, error_responses
-from service.routing import ServiceRoute, guarded_route
+from service.http.auth import SECURITY_SCHEMES, require_key
+from service.http.context import context
+from service.http.routers.common import COMMON_ERRORS, KEYED_ERRORS, error_responses
+from service.http.routing import ServiceRoute, guarded_route
+from service.store.registry import Registry
 
 router = APIRouter(
     route_class=guarded_route(require_key), responses=error_responses(*KEYED_ERRORS), include_in_schema=False

@@ -35,7 +35,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.batching import RunReport
+from service.engine.batching import RunReport
 from service.errors import Overloaded
 
 log = logging.getLogger("imagegen.admission")

@@ -1,7 +1,7 @@
 """What the routers share, built once per app by create_app: `context(request)` in a handler.
 
 A plain call, not a FastAPI dependency: dependencies are solved anew for every request (see
-service/routing.py)."""
+service/http/routing.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import cast
 from fastapi import Request
 
 from service.metrics import Metrics
-from service.registry import Registry
 from service.settings import Settings
+from service.store.registry import Registry
 
 
 @dataclass

@@ -5,7 +5,7 @@ With `IMAGEGEN_API_KEY` set, a request must carry `Authorization: Bearer <key>` 
 which probes must reach); /metrics goes without when `IMAGEGEN_PUBLIC_METRICS=1`.
 
 A router gets its check as `APIRouter(route_class=guarded_route(require_key))`
-(service/routing.py): every route added to it awaits the guard before its handler. The guards
+(service/http/routing.py): every route added to it awaits the guard before its handler. The guards
 read the headers themselves rather than through FastAPI's HTTPBearer and APIKeyHeader; the OpenAPI
 declares the schemes instead (`SECURITY_SCHEMES`, added by the docs router to every operation
 that may answer 401).

@@ -1,6 +1,6 @@
 """Images: GET /generate, GET /sample (one query model) and POST /v1/images (one body model).
 
-Routes parse (service.params), hand a job to the model's batcher and shape the response.
+Routes parse (service.http.params), hand a job to the model's batcher and shape the response.
 """
 
 from __future__ import annotations
@@ -12,22 +12,29 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service.admission import Ticket
-from service.auth import require_key
-from service.body import read_json
-from service.context import Context, context
-from service.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
+from service.dataplane.admission import Ticket
+from service.engine.generation import ImageRequest
 from service.errors import (
     InvalidParameter,
     InvalidRequest,
 )
-from service.etag import etag_matches, image_etag
-from service.generation import ImageRequest
-from service.handlers import validation_errors
-from service.params import ImageQuery, ImagesBody, body_request, check_item_count, query_request, read_query
-from service.registry import ServedModel
-from service.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
-from service.routing import guarded_route
+from service.http.auth import require_key
+from service.http.body import read_json
+from service.http.context import Context, context
+from service.http.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
+from service.http.etag import etag_matches, image_etag
+from service.http.handlers import validation_errors
+from service.http.params import (
+    ImageQuery,
+    ImagesBody,
+    body_request,
+    check_item_count,
+    query_request,
+    read_query,
+)
+from service.http.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
+from service.http.routing import guarded_route
+from service.store.registry import ServedModel
 
 log = logging.getLogger("imagegen.routes")
 
@@ -173,7 +180,7 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
 
 
 def _admit(request: Request, ctx: Context, served: ServedModel, image_request: ImageRequest) -> Ticket:
-    """Admission (service/admission.py): 503 with Retry-After before any work when the model, the
+    """Admission (service/dataplane/admission.py): 503 with Retry-After before any work when the model, the
     server or the bytes of responses in flight are at their bounds."""
     image = served.require_manifest().image
     values = image.channels * image.height * image.width

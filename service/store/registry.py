@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imagegen.contract.manifest import FAMILIES, MANIFEST_NAME, Manifest, default_model_id, sha256_file
-from service import repository
-from service.admission import Admission
-from service.batching import DynamicBatcher, RunReport
+from service.dataplane.admission import Admission
+from service.engine.batching import DynamicBatcher, RunReport
+from service.engine.generation import Generator
+from service.engine.runtime import ModelRuntime, RuntimeOptions
 from service.errors import InvalidParameter, ModelLoadError, ModelUnavailable, UnknownModel
-from service.generation import Generator
 from service.metrics import Metrics
-from service.runtime import ModelRuntime, RuntimeOptions
 from service.settings import Settings
+from service.store import repository
 
 log = logging.getLogger("imagegen.registry")
 
@@ -154,7 +154,7 @@ class Registry:
         self.executor = executor
         self.options = options
         self.models: dict[str, ServedModel] = {}
-        # Which requests may enter, decided before any work (service/admission.py).
+        # Which requests may enter, decided before any work (service/dataplane/admission.py).
         self.admission = Admission.from_settings(settings, executor)
         self.loaded = False  # True once every model has been tried
         self._watcher: asyncio.Task[None] | None = None

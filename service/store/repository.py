@@ -2,7 +2,7 @@
 
 This module only reads files; it loads no session. A model whose manifest does not parse, whose
 id does not match its folder, whose ONNX file is missing or has the wrong sha256, or whose Triton
-config.pbtxt does not describe it (service/config_check.py) is returned with a reason, so the
+config.pbtxt does not describe it (service/store/config_check.py) is returned with a reason, so the
 registry can report it and serve the others.
 """
 
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from imagegen.contract.manifest import MANIFEST_NAME, Manifest, sha256_file
 from imagegen.contract.triton_config import CONFIG_NAME
-from service.config_check import config_problem
+from service.store.config_check import config_problem
 
 log = logging.getLogger("imagegen.repository")
 
@@ -81,7 +81,7 @@ def check(directory: Path) -> RepositoryEntry:
 
 
 def _config_problem(directory: Path, manifest: Manifest) -> str | None:
-    """Triton's config.pbtxt checked against the manifest (service/config_check.py); a folder
+    """Triton's config.pbtxt checked against the manifest (service/store/config_check.py); a folder
     without one is served (repositories exported before it existed), and logged once."""
     path = directory / CONFIG_NAME
     try:

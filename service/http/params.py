@@ -29,6 +29,7 @@ from pydantic import (
 
 from imagegen.contract.manifest import Manifest
 from imagegen.contract.sampling import MAX_SEED, default_label
+from service.engine.generation import ImageRequest, Output
 from service.errors import (
     InvalidParameter,
     InvalidRequest,
@@ -37,8 +38,7 @@ from service.errors import (
     UnknownParameter,
     clip,
 )
-from service.generation import ImageRequest, Output
-from service.registry import ServedModel
+from service.store.registry import ServedModel
 
 _INT = re.compile(r"^\+?[0-9]+$")
 FORMATS = ("png", "json")

@@ -2,7 +2,7 @@
 handler does not use.
 
 - **Guard.** `APIRouter(route_class=guarded_route(require_key))`: every route added to the router
-  awaits the guard (service/auth.py) before its handler, so none can forget the key. A
+  awaits the guard (service/http/auth.py) before its handler, so none can forget the key. A
   router-level FastAPI dependency did the same, but dependencies are solved anew per request.
 - **Direct call.** FastAPI's per-request handler solves the endpoint's dependencies, validates
   its parameters and serialises what it returns. A handler whose one parameter is the `Request`

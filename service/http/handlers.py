@@ -21,7 +21,7 @@ from service.errors import (
     UnknownParameter,
     clip,
 )
-from service.params import QUERY_NAMES
+from service.http.params import QUERY_NAMES
 
 log = logging.getLogger("imagegen.app")
 

@@ -17,7 +17,7 @@
   response without a body) and writes both at once.
 - **Disconnect probe.** Each request's scope carries `extensions["imagegen.client_gone"]`, a
   callable reading uvicorn's own disconnect flag for it, so the batcher can skip the job of a
-  client that left without a task per request waiting on `receive()` (service/delivery.py).
+  client that left without a task per request waiting on `receive()` (service/http/delivery.py).
 - No `server` header; no WebSocket support (nothing here speaks it).
 """
 
@@ -35,7 +35,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.delivery import CLIENT_GONE
+from service.http.delivery import CLIENT_GONE
 from service.logs import RateLimitedLog
 from service.settings import Settings
 

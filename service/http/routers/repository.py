@@ -8,7 +8,7 @@ loading or unloading one model while the server serves.
 - `POST /v2/repository/models/{id}/unload`: in-flight requests finish first; then the model
   answers 503 until it is loaded again.
 
-The swap and drain are the registry's (service/registry.py); this router reads and writes HTTP.
+The swap and drain are the registry's (service/store/registry.py); this router reads and writes HTTP.
 Access: `Authorization: Bearer <IMAGEGEN_ADMIN_KEY>`; without an admin key configured the routes
 are disabled (403). A request with no valid credential at all gets 401 first, so a client that
 is not even an API client learns nothing about the repository. Errors take the protocol's
@@ -24,14 +24,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.auth import authorized
-from service.context import context
 from service.errors import ModelLoadError
+from service.http.auth import authorized
+from service.http.context import context
+from service.http.routers.common import protocol_error_responses
+from service.http.routers.oip import ProtocolRoute
+from service.http.routing import guarded_route
 from service.oip.errors import ProtocolError
-from service.registry import IndexEntry
-from service.routers.common import protocol_error_responses
-from service.routers.oip import ProtocolRoute
-from service.routing import guarded_route
+from service.store.registry import IndexEntry
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
 TRITON_STATE = {

@@ -4,7 +4,7 @@ do not read.
 - `await_result(future, receive, client_gone)`: the batcher's future, unless the client
   disconnects first; then the job is cancelled (the batcher skips a cancelled job, so its images
   are never run) and `ClientClosed` is raised. Under `imagegen serve` the server puts a probe of
-  its disconnect flag in the request's scope (`CLIENT_GONE`, service/server.py), which the
+  its disconnect flag in the request's scope (`CLIENT_GONE`, service/http/server.py), which the
   batcher reads when it forms a run; on any other ASGI server a task per request waits on
   `receive()` for the disconnect instead (a task, its scheduling and its cancellation were a
   tenth of a /sample request's event-loop CPU).
@@ -31,11 +31,11 @@ from fastapi.responses import JSONResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.admission import Ticket
-from service.batching import BatcherStopped, Job, QueueFull
+from service.dataplane.admission import Ticket
+from service.engine.batching import BatcherStopped, Job, QueueFull
+from service.engine.generation import ImageRequest, TensorRequest
 from service.errors import InferenceFailed, Overloaded, ServiceError, ShuttingDown
-from service.generation import ImageRequest, TensorRequest
-from service.registry import ServedModel
+from service.store.registry import ServedModel
 
 log = logging.getLogger("imagegen.routes")
 
@@ -43,7 +43,7 @@ log = logging.getLogger("imagegen.routes")
 # after the first waits for the client to read.
 CHUNK = 64 * 1024
 
-# The scope extension where service/server.py puts the request's "has the client gone?" probe.
+# The scope extension where service/http/server.py puts the request's "has the client gone?" probe.
 CLIENT_GONE = "imagegen.client_gone"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.auth import require_key_unless_public_metrics
-from service.context import context
+from service.http.auth import require_key_unless_public_metrics
+from service.http.context import context
+from service.http.routers.common import KEYED_ERRORS, error_responses
+from service.http.routing import guarded_route
 from service.metrics import CONTENT_TYPE
-from service.routers.common import KEYED_ERRORS, error_responses
-from service.routing import guarded_route
 
 router = APIRouter(
     tags=["health"],
