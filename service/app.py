@@ -1,8 +1,11 @@
-"""`create_app(settings)`: builds the FastAPI app; nothing is built at import time.
+"""`create_app(settings)`: builds the FastAPI app and everything it serves with, once; nothing is
+built at import time.
 
-The lifespan starts model loading in the background (so /healthz answers at once and /readyz
-says when models are warm) and, at shutdown, lets the batchers finish what they hold before
-the inference threads stop.
+The store (registry, lifecycle), the data plane with admission, the Open Inference Protocol's
+service and the VAE encoders are made here and passed down. The lifespan starts model loading in
+the background (so /healthz answers at once and /readyz says when models are warm) and the gRPC
+server when IMAGEGEN_GRPC_PORT is set; at shutdown it stops gRPC, lets the batchers finish what
+they hold, then stops the worker threads.
 """
 
 from __future__ import annotations
@@ -17,13 +20,18 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from service.dataplane.admission import Admission
+from service.dataplane.plane import DataPlane
+from service.engine.latent import Encoders
 from service.engine.runtime import RuntimeOptions, resolve_provider
 from service.http.context import Context
 from service.http.handlers import install_error_handlers
 from service.http.middleware import RequestContext
 from service.http.routers import docs, health, images, latent, metrics, models, oip, repository
 from service.metrics import Metrics
+from service.oip.core import InferenceService
 from service.settings import Settings
+from service.store.lifecycle import Lifecycle
 from service.store.registry import Registry
 
 log = logging.getLogger("imagegen.app")
@@ -49,37 +57,59 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     # Worker threads for model loading and batch runs; one batch per model runs at a time.
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imagegen-infer")
+    # Request work that is not a model run (upload decoding, the encoder, strips of images).
+    workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imagegen-request")
     options = RuntimeOptions(
         provider=provider, strict=settings.provider == "cuda", cpu_threads=settings.cpu_threads
     )
-    registry = Registry(settings, metrics, executor, options)
+    registry = Registry(settings.models_dir, settings.default_dataset, executor)
+    admission = Admission.from_settings(settings, executor)
+    plane = DataPlane(registry, admission, metrics, workers, settings.access_log)
+    encoders = Encoders(settings.models_dir, options)
+    lifecycle = Lifecycle(registry, settings, metrics, options, plane.batch_hooks, on_retired=encoders.evict)
+    inference = InferenceService(registry, settings, plane)
     playground = resources.files("service").joinpath("static/index.html").read_bytes()
-    ctx = Context(settings, registry, metrics, provider, playground)
+    ctx = Context(
+        settings, registry, lifecycle, plane, inference, encoders, metrics, provider, playground
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("loading models from %s (provider %s)", settings.models_dir, provider)
-        loading = asyncio.create_task(registry.load(), name="load-models")
+        loading = asyncio.create_task(lifecycle.load(), name="load-models")
         try:
-            yield
+            async with grpc_serving(inference, settings):
+                yield
         finally:
             if not loading.done():
                 loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
-            await registry.stop()
+            await lifecycle.stop()
             executor.shutdown(wait=True)
+            workers.shutdown(wait=True)
             log.info("stopped")
 
     app = build_app(lifespan, opentelemetry=settings.opentelemetry)
     app.state.ctx = ctx
-    app.add_middleware(
-        RequestContext,
-        metrics=metrics,
-        access_log=settings.access_log,
-        max_query_bytes=settings.max_query_bytes,
-    )
+    app.add_middleware(RequestContext, plane=plane, max_query_bytes=settings.max_query_bytes)
     return app
+
+
+@contextlib.asynccontextmanager
+async def grpc_serving(inference: InferenceService, settings: Settings) -> AsyncIterator[None]:
+    """The gRPC server, when IMAGEGEN_GRPC_PORT is set, on the app's own event loop: started once
+    model loading has begun, stopped before the batchers drain."""
+    if settings.grpc_port is None:
+        yield
+        return
+    from service.oip import grpc_server  # grpcio: needed only with the port set
+
+    server, _ = await grpc_server.start(inference, settings, settings.grpc_port)
+    try:
+        yield
+    finally:
+        await grpc_server.stop(server)
 
 
 def build_app(lifespan: Any = None, opentelemetry: bool = False) -> FastAPI:

@@ -6,17 +6,17 @@ import argparse
 import gc
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from service.engine.generation import Generator
 from service.engine.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
 from service.errors import ModelLoadError, ServiceError
-from service.http.params import image_request
-from service.metrics import Metrics
+from service.http.params import ImageQuery, query_request, read_query_as
 from service.settings import Settings, SettingsError, load_settings
 from service.store import repository
-from service.store.registry import Registry
+from service.store.lifecycle import Lifecycle
+from service.store.names import find_model
+from service.store.served import ServedModel
 
 # Command-line option -> Settings field; options override the environment.
 _SERVE_OPTIONS: list[tuple[str, str, type]] = [
@@ -104,8 +104,8 @@ def serve_main(argv: list[str]) -> int:
         signal.signal(sig, _stopped_by_signal)
     # SIGHUP: rescan the model repository (new folders loaded, changed versions swapped in,
     # removed ones unloaded after draining); the registry does it on the event loop.
-    registry: Registry = app.state.ctx.registry
-    signal.signal(signal.SIGHUP, lambda signum, frame: registry.request_rescan())
+    lifecycle: Lifecycle = app.state.ctx.lifecycle
+    signal.signal(signal.SIGHUP, lambda signum, frame: lifecycle.request_rescan())
     server.run()
     return 0 if server.started else 1
 
@@ -134,26 +134,23 @@ def sample_main(argv: list[str]) -> int:
         print(f"imagegen sample: {exc}", file=sys.stderr)
         return 2
     options = RuntimeOptions(provider, settings.provider == "cuda", settings.cpu_threads)
-    registry = Registry(settings, Metrics(), ThreadPoolExecutor(max_workers=1), options)
-    registry.add(repository.scan(settings.models_dir))
+    # The name resolves over the manifests alone; only the chosen model is verified and loaded.
+    known = {i: ServedModel(i, m) for i, m in repository.read_manifests(settings.models_dir).items()}
+    options_given = {
+        "model": args.model, "dataset": args.dataset, "seed": args.seed, "n": args.n, "digit": args.digit,
+        "class": args.class_, "scale": args.scale, "format": args.fmt,
+    }  # fmt: skip
     try:
-        served = registry.find(args.model, args.dataset)
+        query = read_query_as(ImageQuery, [(k, v) for k, v in options_given.items() if v is not None])
+        served = find_model(known, query.model, query.dataset, settings.default_dataset)
         entry = repository.check(settings.models_dir / served.id)
         if entry.error is not None:
             raise ModelLoadError(entry.error)
         # repository.check() gives both whenever it reports no error
         assert entry.onnx_path is not None and entry.manifest is not None
         runtime = ModelRuntime.load(entry.onnx_path, entry.manifest, options)
-        get = image_request(
-            served,
-            seed=args.seed,
-            n=args.n,
-            scale=args.scale,
-            fmt=args.fmt,
-            digit=args.digit,
-            class_=args.class_,
-            max_n=settings.max_n,
-            max_scale=settings.max_scale,
+        get = query_request(
+            ServedModel(served.id, entry.manifest), query, max_n=settings.max_n, max_scale=settings.max_scale
         )
     except ServiceError as exc:
         print(f"imagegen sample: {exc.message}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """One error hierarchy: each class carries its HTTP status and machine-readable code.
 
 Code below the routes raises these without knowing HTTP; `service.app` renders every one of
-them (and FastAPI's own validation / 404 / 405 errors) in DESIGN.md's shape::
+them (and FastAPI's own validation / 404 / 405 errors) in docs/design.md's shape::
 
     {"error": {"code": "...", "message": "...", ...details}}
 """
@@ -34,10 +34,6 @@ class ServiceError(Exception):
     def body(self) -> dict[str, Any]:
         message = clip(self.message, MAX_MESSAGE_CHARS)
         return {"error": {"code": self.code, "message": message, **self.details}}
-
-
-class BadRequest(ServiceError):
-    status, code = 400, "bad_request"
 
 
 class MalformedJson(ServiceError):
@@ -112,6 +108,12 @@ class Overloaded(ServiceError):
 
 class ShuttingDown(ServiceError):
     status, code = 503, "shutting_down"
+
+
+class ClientClosed(ServiceError):
+    """The client disconnected before its result was ready (nginx's 499; never seen by a client)."""
+
+    status, code = 499, "client_closed_request"
 
 
 class InferenceFailed(ServiceError):

@@ -1,4 +1,4 @@
-"""Prometheus metrics, defined once, on a registry the app owns (names fixed by DESIGN.md)."""
+"""Prometheus metrics, defined once, on a registry the app owns (names fixed by docs/design.md)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ encode-decode of an uploaded image.
   `file`) -> checked Pillow image -> the model's channels and size as float32 NCHW in [0, 1].
   The pixel count is checked from the header, before any pixel is decoded.
 - `Encoders`: the VAE's exported encoder (`extra_onnx.encoder` in the manifest), loaded on first
-  use with its sha256 verified, one session per model version.
+  use with its sha256 verified, through service/engine/runtime.py (the models' providers), one
+  session per served model version, evicted when that version is retired.
 
 Nothing here knows HTTP: bad input raises the service's 4xx errors.
 """
@@ -32,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from imagegen.contract.manifest import ImageSpec, Manifest, OnnxSpec, sha256_file
 from imagegen.contract.sampling import latent
 from service.engine import imaging
+from service.engine.runtime import RuntimeOptions, open_session
 from service.errors import ModelLoadError, PayloadTooLarge, ServiceError, UnsupportedMediaType, clip
 
 log = logging.getLogger("imagegen.latent")
@@ -192,22 +194,15 @@ class Encoder:
     takes_label: bool
 
     @classmethod
-    def load(cls, model_dir: Path, manifest: Manifest, cpu_threads: int) -> Encoder:
+    def load(cls, model_dir: Path, manifest: Manifest, options: RuntimeOptions) -> Encoder:
+        """Verified against the manifest's sha256, on the providers the models run on."""
         spec = manifest.extra_onnx[ENCODER_ROLE]
         path = model_dir / spec.file
         if not path.is_file():
             raise ModelLoadError(f"missing encoder file {spec.file}")
         if sha256_file(path) != spec.sha256:
             raise ModelLoadError(f"sha256 mismatch for {spec.file}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = cpu_threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            log.warning("onnxruntime cannot load %s: %s", path, exc)
-            raise ModelLoadError(f"onnxruntime cannot load {spec.file}") from exc
+        session, _ = open_session(path, options, manifest.id)
         inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         if "image" not in inputs or not inputs <= {"image", "label"} or "mu" not in outputs:
@@ -224,21 +219,28 @@ class Encoder:
 
 
 class Encoders:
-    """Encoders loaded on first use, one per (model id, version); thread-safe. The encoder runs
-    on the CPU: one upload is one small image, and the decoder still runs where the model runs."""
+    """Encoders loaded on first use, one per served model version (keyed by its ServedModel's
+    serial, so the cache holds no reference to it); thread-safe. `evict(serial)` when the version
+    is retired (service/store/drain.py), so a reload leaves no session behind."""
 
-    def __init__(self, models_dir: Path, cpu_threads: int) -> None:
+    def __init__(self, models_dir: Path, options: RuntimeOptions) -> None:
         self.models_dir = models_dir
-        self.cpu_threads = cpu_threads
-        self._loaded: dict[tuple[str, int], Encoder] = {}
+        self.options = options
+        self._loaded: dict[int, Encoder] = {}
         self._lock = threading.Lock()
 
-    def get(self, manifest: Manifest) -> Encoder:
-        key = (manifest.id, manifest.version)
+    def get(self, serial: int, manifest: Manifest) -> Encoder:
         with self._lock:
-            if key not in self._loaded:
-                self._loaded[key] = Encoder.load(self.models_dir / manifest.id, manifest, self.cpu_threads)
-            return self._loaded[key]
+            if serial not in self._loaded:
+                self._loaded[serial] = Encoder.load(self.models_dir / manifest.id, manifest, self.options)
+            return self._loaded[serial]
+
+    def evict(self, serial: int) -> None:
+        with self._lock:
+            self._loaded.pop(serial, None)
+
+    def __len__(self) -> int:
+        return len(self._loaded)
 
 
 def reconstruction_error(originals: np.ndarray, images: np.ndarray) -> np.ndarray:

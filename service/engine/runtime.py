@@ -66,30 +66,7 @@ class ModelRuntime:
 
     @classmethod
     def load(cls, onnx_path: Path, manifest: Manifest, options: RuntimeOptions) -> ModelRuntime:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.cpu_threads
-        # One batch at a time per model: parallelism comes from the batch, not from inter-op threads.
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        providers: list[object] = [CPU]
-        if options.provider == "cuda":
-            providers = [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
-        try:
-            session = _session(onnx_path, so, providers)
-        except ModelLoadError:
-            if options.provider != "cuda" or options.strict:
-                raise
-            # provider=auto: a CUDA provider that cannot start (no driver, no device) means CPU.
-            session = _session(onnx_path, so, [CPU])
-        got = "cuda" if session.get_providers()[0] == CUDA else "cpu"
-        if got != options.provider:
-            if options.strict:
-                raise ModelLoadError(
-                    f"provider=cuda requested but the session runs on {session.get_providers()}"
-                )
-            log.warning("model %s: CUDA unavailable for this session, running on CPU", manifest.id)
+        session, got = open_session(onnx_path, options, manifest.id)
         _check_signature(session, manifest)
         runtime = cls(session, manifest, got)
         runtime.warm()
@@ -125,6 +102,34 @@ class ModelRuntime:
             raise ModelLoadError(f"warm-up output shape {out.shape}, manifest says {expected}")
         if not np.isfinite(out).all():
             raise ModelLoadError("warm-up output contains NaN or infinity")
+
+
+def open_session(onnx_path: Path, options: RuntimeOptions, model_id: str) -> tuple[ort.InferenceSession, str]:
+    """An ONNX Runtime session of `onnx_path` on the provider of `options` ("cuda" or "cpu", the
+    one it got); with provider=auto a CUDA provider that cannot start means CPU. Every session of
+    the service (models and their encoders) is made here."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.cpu_threads
+    # One batch at a time per model: parallelism comes from the batch, not from inter-op threads.
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    providers: list[object] = [CPU]
+    if options.provider == "cuda":
+        providers = [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), CPU]
+    try:
+        session = _session(onnx_path, so, providers)
+    except ModelLoadError:
+        if options.provider != "cuda" or options.strict:
+            raise
+        session = _session(onnx_path, so, [CPU])
+    got = "cuda" if session.get_providers()[0] == CUDA else "cpu"
+    if got != options.provider:
+        if options.strict:
+            raise ModelLoadError(f"provider=cuda requested but the session runs on {session.get_providers()}")
+        log.warning("model %s: CUDA unavailable for this session, running on CPU", model_id)
+    return session, got
 
 
 def _session(onnx_path: Path, so: ort.SessionOptions, providers: list[object]) -> ort.InferenceSession:

@@ -13,27 +13,15 @@ that may answer 401).
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
+from service.dataplane.keys import key_matches
 from service.errors import Unauthorized
-from service.settings import Settings
 
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <IMAGEGEN_API_KEY>"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
-
-
-def key_matches(settings: Settings, given: str | None) -> bool:
-    """True when no key is configured, or `given` is the key (compared in constant time)."""
-    secret = settings.api_key
-    if secret is None:
-        return True
-    if given is None:
-        return False
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
 
 
 def given_key(request: Request) -> str | None:

@@ -10,8 +10,12 @@ from typing import cast
 
 from fastapi import Request
 
+from service.dataplane.plane import DataPlane
+from service.engine.latent import Encoders
 from service.metrics import Metrics
+from service.oip.core import InferenceService
 from service.settings import Settings
+from service.store.lifecycle import Lifecycle
 from service.store.registry import Registry
 
 
@@ -19,6 +23,10 @@ from service.store.registry import Registry
 class Context:
     settings: Settings
     registry: Registry
+    lifecycle: Lifecycle
+    plane: DataPlane
+    oip: InferenceService
+    encoders: Encoders
     metrics: Metrics
     provider: str
     playground: bytes

@@ -13,15 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
-    InvalidParameter,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     ServiceError,
-    UnknownParameter,
     clip,
 )
-from service.http.params import QUERY_NAMES
 
 log = logging.getLogger("imagegen.app")
 
@@ -51,27 +48,6 @@ def validation_errors(errors: Sequence[Any]) -> dict[str, Any]:
     return details
 
 
-def query_error(request: Request, errors: Sequence[Any]) -> ServiceError | None:
-    """A query-model error in the terms of the hand-written checks: unknown names are
-    `unknown_parameter` (listing the allowed ones), a bad value `invalid_parameter`."""
-    query = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("query",)]
-    if not query or len(query) != len(errors):
-        return None
-    unknown = sorted({clip(str(e["loc"][1]), 40) for e in query if e.get("type") == "extra_forbidden"})
-    if unknown:
-        return UnknownParameter(
-            f"unknown query parameter(s) {unknown[:8]}", parameters=unknown[:8], allowed=sorted(QUERY_NAMES)
-        )
-    first = query[0]
-    name = str(first["loc"][1]) if len(first["loc"]) > 1 else "query"
-    if first.get("type") == "missing" and name == "model":
-        models = request.app.state.ctx.registry.ids()
-        return InvalidParameter(
-            "model is required (a model id or a family)", parameter="model", models=models
-        )
-    return InvalidParameter(f"{name}: {clip(str(first.get('msg', '')), 200)}", parameter=name)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -79,10 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        err = query_error(request, errors)
-        if err is None:
-            err = InvalidRequest("request does not match the API", **validation_errors(errors))
+        err = InvalidRequest("request does not match the API", **validation_errors(exc.errors()))
         return error_response(err)
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,10 +1,11 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a stream per request).
 
 Per request: a request id (the client's `X-Request-Id` when sane, else a new one) returned in
-`X-Request-Id`; request count + latency metrics labelled by route template and resolved model;
-one access-log line. Two guards sit here because they must hold for every route: a query string
-over the limit is refused before anything parses it, and a crash below becomes our JSON 500
-with the request id (one log line with the traceback, not uvicorn's second copy).
+`X-Request-Id`; at the end, the data plane's `record` (as for gRPC calls): request count and
+latency labelled by the matched route's template and the resolved model, and one access-log line.
+Two guards sit here because they must hold for every route: a query string over the limit is
+refused before anything parses it, and a crash below becomes our JSON 500 with the request id
+(one log line with the traceback, not uvicorn's second copy).
 """
 
 from __future__ import annotations
@@ -17,45 +18,19 @@ import secrets
 import time
 from typing import Any
 
+from service.dataplane.plane import Call, DataPlane
 from service.errors import QueryTooLong, ServiceError
-from service.metrics import Metrics
+from service.http.delivery import CALL, route_template
 
 log = logging.getLogger("imagegen.access")
 
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-_ROUTES = frozenset(
-    [
-        "/",
-        "/generate",
-        "/sample",
-        "/v1/images",
-        "/v1/models",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/docs",
-        "/openapi.json",
-        "/favicon.ico",
-    ]
-)
-
-
-def route_label(path: str) -> str:
-    """A bounded label set: known paths as they are, model pages as a template, the rest 'other'."""
-    if path in _ROUTES:
-        return path
-    if path.startswith("/v1/models/"):
-        return "/v1/models/{id}"
-    if path.startswith("/static/"):
-        return "/static"
-    return "other"
 
 
 class RequestContext:
-    def __init__(self, app: Any, metrics: Metrics, access_log: bool, max_query_bytes: int) -> None:
+    def __init__(self, app: Any, plane: DataPlane, max_query_bytes: int) -> None:
         self.app = app
-        self.metrics = metrics
-        self.access_log = access_log
+        self.plane = plane
         self.max_query_bytes = max_query_bytes
         # Request ids: a random per-process prefix + a counter (uuid4 costs a getrandom call each).
         self._id_prefix = secrets.token_hex(8)
@@ -99,28 +74,12 @@ class RequestContext:
             if not started_response:
                 await _send_error(send_with_id, ServiceError("internal error; see the server log"))
         finally:
+            call = state.get(CALL)
+            if call is None:  # a route outside the data plane (probes, metadata) or none
+                call = Call(route_template(scope), model=state.get("model", ""))
+            call.request_id = state["request_id"]
             elapsed = time.perf_counter() - started
-            route = route_label(scope["path"])
-            model = state.get("model", "")
-            self.metrics.observe_request(route, model, status, elapsed)
-            if self.access_log:
-                log.info(
-                    "%s %s %d %.1fms model=%s id=%s",
-                    scope["method"],
-                    _clip_path(scope["path"]),
-                    status,
-                    elapsed * 1000,
-                    model or "-",
-                    state["request_id"],
-                    extra={
-                        "request_id": state["request_id"],
-                        "method": scope["method"],
-                        "path": _clip_path(scope["path"]),
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                        "model": model,
-                    },
-                )
+            self.plane.record(call, status, elapsed, scope["method"], _clip_path(scope["path"]))
 
 
 def _clip_path(path: str) -> str:

@@ -14,14 +14,12 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictInt,
-    StrictStr,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
@@ -32,13 +30,12 @@ from imagegen.contract.sampling import MAX_SEED, default_label
 from service.engine.generation import ImageRequest, Output
 from service.errors import (
     InvalidParameter,
-    InvalidRequest,
     LimitExceeded,
     ParameterNotSupported,
     UnknownParameter,
     clip,
 )
-from service.store.registry import ServedModel
+from service.store.served import ServedModel
 
 _INT = re.compile(r"^\+?[0-9]+$")
 FORMATS = ("png", "json")
@@ -138,29 +135,6 @@ def query_value_error(errors: Sequence[Any]) -> InvalidParameter:
     return InvalidParameter(f"{name}: {clip(str(first.get('msg', '')), 200)}", parameter=name)
 
 
-class ImagesBody(BaseModel):
-    """POST /v1/images. Give `seeds` and/or `labels`; when both, the same length."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: StrictStr = Field(max_length=MAX_ID_CHARS, description="Model id or family.")
-    dataset: StrictStr | None = Field(
-        None, max_length=MAX_ID_CHARS, description="Dataset when `model` is a family."
-    )
-    seeds: list[Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]] | None = Field(
-        None, description="One seed per image. Omitted: the server draws s and uses s, s+1, ..."
-    )
-    labels: list[StrictInt | Annotated[StrictStr, Field(max_length=MAX_CLASS_CHARS)]] | None = Field(
-        None, description="One class (index or name) per image. Omitted: seed % num_classes."
-    )
-    format: Literal["png_base64", "npy"] = Field(
-        "png_base64",
-        description="png_base64: JSON with one base64 PNG per image; npy: application/x-npy, float32 "
-        "array (N, C, H*scale, W*scale) with values in [0, 1].",
-    )
-    scale: Annotated[StrictInt, Field(ge=1)] = Field(1, description="Nearest-neighbour upscale factor.")
-
-
 def parse_int(name: str, raw: str, *, low: int, high: int, what: str = "an integer") -> int:
     text = raw.strip()
     if len(text) > 40 or not _INT.match(text):  # also keeps int() off 5,000-digit strings
@@ -205,7 +179,7 @@ def draw_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def _require_conditional(served: ServedModel, parameter: str) -> Manifest:
+def require_conditional(served: ServedModel, parameter: str) -> Manifest:
     manifest = served.manifest
     assert manifest is not None
     if not manifest.conditional:
@@ -248,7 +222,7 @@ def resolve_class(served: ServedModel, digit: str | None, class_: str | None) ->
         return None
     if digit is not None and class_ is not None:
         raise InvalidParameter("give digit= or class=, not both", parameter="class")
-    manifest = _require_conditional(served, "digit=" if digit is not None else "class=")
+    manifest = require_conditional(served, "digit=" if digit is not None else "class=")
     if digit is not None:
         return parse_int("digit", digit, low=0, high=manifest.num_classes - 1)
     assert class_ is not None
@@ -266,32 +240,22 @@ class GetRequest:
     fmt: str
 
 
-def image_request(
-    served: ServedModel,
-    *,
-    seed: str | None,
-    n: str | None,
-    scale: str | None,
-    fmt: str | None,
-    digit: str | None,
-    class_: str | None,
-    max_n: int,
-    max_scale: int,
-) -> GetRequest:
+def query_request(served: ServedModel, query: ImageQuery, *, max_n: int, max_scale: int) -> GetRequest:
+    """A checked GET /generate or /sample query (or `imagegen sample`'s options) for this model."""
     manifest = served.manifest
     assert manifest is not None
-    fmt_value = (fmt or "png").strip().lower()
+    fmt_value = (query.format or "png").strip().lower()
     if fmt_value not in FORMATS:
         raise InvalidParameter(
-            f"format must be one of {list(FORMATS)}, got {clip(fmt or '', 20)!r}",
+            f"format must be one of {list(FORMATS)}, got {clip(query.format or '', 20)!r}",
             parameter="format",
             allowed=list(FORMATS),
         )
-    count = 1 if n is None else parse_int("n", n, low=1, high=max_n)
-    factor = 1 if scale is None else parse_int("scale", scale, low=1, high=max_scale)
+    count = 1 if query.n is None else parse_int("n", query.n, low=1, high=max_n)
+    factor = 1 if query.scale is None else parse_int("scale", query.scale, low=1, high=max_scale)
     check_output_size(manifest, count, factor)
-    class_index = resolve_class(served, digit, class_)
-    seed_value = parse_seed(seed)
+    class_index = resolve_class(served, query.digit, query.class_)
+    seed_value = parse_seed(query.seed)
     given = seed_value is not None
     if seed_value is None:
         seed_value = draw_seed()
@@ -305,20 +269,6 @@ def image_request(
     return GetRequest(ImageRequest(seeds, labels, factor, output), seed_value, given, class_index, fmt_value)
 
 
-def query_request(served: ServedModel, query: ImageQuery, *, max_n: int, max_scale: int) -> GetRequest:
-    return image_request(
-        served,
-        seed=query.seed,
-        n=query.n,
-        scale=query.scale,
-        fmt=query.format,
-        digit=query.digit,
-        class_=query.class_,
-        max_n=max_n,
-        max_scale=max_scale,
-    )
-
-
 def item_labels(served: ServedModel, seeds: Sequence[int], class_index: int | None) -> tuple[int, ...]:
     """One label per seed: the given class, or seed % num_classes (the sampling contract)."""
     manifest = served.manifest
@@ -326,48 +276,3 @@ def item_labels(served: ServedModel, seeds: Sequence[int], class_index: int | No
     if class_index is not None:
         return (class_index,) * len(seeds)
     return tuple(default_label(s, manifest.num_classes) for s in seeds)
-
-
-def body_request(served: ServedModel, spec: ImagesBody, *, max_items: int, max_scale: int) -> ImageRequest:
-    """A checked POST /v1/images body -> the ImageRequest its batcher runs."""
-    count = _item_count(spec, max_items)
-    if spec.scale > max_scale:
-        raise LimitExceeded(
-            f"scale must be in [1, {max_scale}], got {spec.scale}", parameter="scale", min=1, max=max_scale
-        )
-    assert served.manifest is not None
-    check_output_size(served.manifest, count, spec.scale)
-    if spec.seeds is not None:
-        seeds = tuple(spec.seeds)
-    else:
-        start = draw_seed()
-        seeds = tuple(range(start, start + count))
-    if spec.labels is None:
-        labels = item_labels(served, seeds, None)
-    else:
-        _require_conditional(served, "labels")
-        labels = tuple(parse_class(served, value, f"labels[{i}]") for i, value in enumerate(spec.labels))
-    output: Output = "npy" if spec.format == "npy" else "png_base64_list"
-    return ImageRequest(seeds, labels, spec.scale, output)
-
-
-def _item_count(spec: ImagesBody, max_items: int) -> int:
-    if spec.seeds is None and spec.labels is None:
-        raise InvalidRequest("give seeds and/or labels", errors=[{"loc": ["seeds"], "msg": "missing"}])
-    if spec.seeds is not None and spec.labels is not None and len(spec.seeds) != len(spec.labels):
-        raise InvalidRequest(
-            f"seeds ({len(spec.seeds)}) and labels ({len(spec.labels)}) differ in length",
-            errors=[{"loc": ["labels"], "msg": "length differs from seeds"}],
-        )
-    count = len(spec.seeds if spec.seeds is not None else spec.labels or [])
-    if count == 0:
-        raise InvalidRequest("seeds/labels must not be empty", errors=[{"loc": ["seeds"], "msg": "empty"}])
-    check_item_count(count, max_items)
-    return count
-
-
-def check_item_count(count: int, max_items: int) -> None:
-    if count > max_items:
-        raise LimitExceeded(
-            f"{count} images requested, at most {max_items}", parameter="seeds", max=max_items
-        )

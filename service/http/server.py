@@ -36,6 +36,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.http.delivery import CLIENT_GONE
+from service.http.writes import HeadersWithBody
 from service.logs import RateLimitedLog
 from service.settings import Settings
 
@@ -78,54 +79,6 @@ _UNPARSABLE = (
     b"connection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_UNPARSABLE_BODY), _UNPARSABLE_BODY)
 )
-
-
-# Below this many body bytes the held headers are joined to the body in one buffer; above it the
-# two go out through one writelines call, which spares copying the body.
-_JOIN_BELOW = 16 * 1024
-
-
-class _HeadersWithBody:
-    """A connection's transport as uvicorn's request cycles see it: the status line and headers
-    (a write that starts with b"HTTP/1.1 ", not an interim 100) are held and sent with the next
-    write; what is still held at the end of the event-loop iteration, or at close, is sent alone."""
-
-    __slots__ = ("_transport", "_loop", "_held")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            if len(data) < _JOIN_BELOW:
-                self._transport.write(held + data)
-            else:
-                self._transport.writelines((held, data))
-        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
-            self._held = data
-            self._loop.call_soon(self.flush)
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the transport's API, as it is
-        return getattr(self._transport, name)
 
 
 class _Limits(asyncio.Protocol):
@@ -228,7 +181,7 @@ def _httptools_class() -> type | None:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if not transport.is_closing():  # not refused at the connection cap
-                self.transport = _HeadersWithBody(transport, self.loop)  # type: ignore[assignment]
+                self.transport = HeadersWithBody(transport, self.loop)  # type: ignore[assignment]
 
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()

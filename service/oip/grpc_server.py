@@ -1,8 +1,8 @@
 """The Open Inference Protocol over gRPC (KServe's `inference.GRPCInferenceService`), on grpc.aio.
 
-It runs on the service's own event loop (started by the OIP router's lifespan when
-`IMAGEGEN_GRPC_PORT` is set), so its requests reach the same InferenceService, registry and
-batchers as HTTP's and share their batches. Every RPC answers a protocol error with its status
+It runs on the service's own event loop (started by the app's lifespan when `IMAGEGEN_GRPC_PORT`
+is set), so its requests take the same data plane as HTTP's (admission, batchers, metrics and
+access log) and share their batches. Every RPC answers a protocol error with its status
 code (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, UNAVAILABLE with a `retry-after` trailer when
 overloaded, INTERNAL), never an unhandled exception. grpcio is imported only here, so a service
 without the port does not need it.
@@ -10,22 +10,28 @@ without the port does not need it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import itertools
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from service.dataplane.keys import key_matches
+from service.dataplane.plane import Call
 from service.errors import ServiceError
-from service.http.auth import key_matches
 from service.oip import grpc_predict_v2_pb2 as pb
 from service.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.oip import rest
-from service.oip.core import InferenceService, InferRequest, RequestedOutput
-from service.oip.errors import ProtocolError, from_service_error
+from service.oip.core import InferenceService
+from service.oip.errors import HTTP_STATUS, ProtocolError, from_service_error
 from service.oip.tensors import Tensor, from_bytes, from_values, to_bytes
+from service.oip.types import InferRequest, RequestedOutput
 from service.settings import Settings
 
 log = logging.getLogger("imagegen.oip.grpc")
@@ -56,26 +62,39 @@ CONTENTS = {
 }
 _FIELDS = frozenset([*CONTENTS.values(), "bytes_contents"])
 
-Handler = Callable[[Any, Any, aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]
+SERVICE = "inference.GRPCInferenceService"
 
 
 def _rpc(*, keyed: bool = True) -> Callable[[Handler], Handler]:
-    """Runs an RPC with the key check and turns every failure into a status code and message."""
+    """Runs an RPC with the key check, turns every failure into a status code and message, and
+    has the data plane count and log it as HTTP's requests are (its label: the RPC's path)."""
 
     def wrap(method: Handler) -> Handler:
+        operation = f"/{SERVICE}/{method.__name__}"
+
         @functools.wraps(method)
         async def call(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            rpc = Call(operation, client=context.peer(), request_id=self.next_id())
             try:
                 if keyed:
                     self.check_key(context)
-                return await method(self, request, context)
+                response = await method(self, request, context, rpc)
             except ProtocolError as exc:
                 error = exc
             except ServiceError as exc:
                 error = from_service_error(exc)
+            except asyncio.CancelledError:  # the client cancelled or left: its job is not run
+                self.plane.record(rpc, 499, time.perf_counter() - started, "GRPC", operation)
+                raise
             except Exception as exc:
                 log.error("unhandled error in %s", method.__name__, exc_info=exc)
                 error = ProtocolError("internal", "internal error; see the server log")
+            else:
+                self.plane.record(rpc, 200, time.perf_counter() - started, "GRPC", operation)
+                return response
+            self.plane.record(rpc, HTTP_STATUS[error.kind], time.perf_counter() - started, "GRPC", operation)
             # raises: ends the RPC; headers (Retry-After) travel as trailing metadata
             await context.abort(STATUS[error.kind], error.message, trailing_metadata(error))
 
@@ -96,7 +115,14 @@ _METADATA_HEADERS = frozenset(["retry-after"])
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService, settings: Settings) -> None:
         self.service = service
+        self.plane = service.plane
         self.settings = settings
+        # Request ids, as the HTTP middleware's: a per-process prefix and a counter.
+        self._id_prefix = "grpc-" + secrets.token_hex(4)
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):x}"
 
     def check_key(self, context: aio.ServicerContext) -> None:
         """The API key, when one is set: `authorization: Bearer <key>` or `x-api-key` metadata."""
@@ -113,23 +139,23 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             )
 
     @_rpc(keyed=False)
-    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ServerLive(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
         return pb.ServerLiveResponse(live=self.service.server_live())
 
     @_rpc(keyed=False)
-    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ServerReady(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
         return pb.ServerReadyResponse(ready=self.service.server_ready())
 
     @_rpc()
-    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelReady(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
         return pb.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version))
 
     @_rpc()
-    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ServerMetadata(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
         return pb.ServerMetadataResponse(**self.service.server_metadata())
 
     @_rpc()
-    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelMetadata(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
         meta = self.service.model_metadata(request.name, request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -141,14 +167,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     @_rpc()
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
-        """Admitted as HTTP's requests are (the connection is the peer): UNAVAILABLE with a
-        `retry-after` trailer when the model or the server is at its bounds."""
-        served = self.service.ready(request.model_name, request.model_version)
-        client = context.peer()
-        await self.service.check_capacity(client)
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext, rpc: Call) -> Any:
+        """Through the data plane, as HTTP's requests (the connection is the peer): UNAVAILABLE
+        with a `retry-after` trailer when the model or the server is at its bounds. A client that
+        cancels cancels this task, and with it its job (the batcher skips a cancelled job)."""
+        served = self.service.ready(rpc, request.model_name, request.model_version)
+        await self.plane.enter(rpc, body=True)
         infer_request = decode_request(request, self.service.max_elements(served))
-        response, ticket = await self.service.infer(served, infer_request, client=client)
+        response, ticket = await self.service.infer(rpc, served, infer_request)
         try:
             output = pb.ModelInferResponse.InferOutputTensor
             # Raw output contents, as Triton answers: the client reads them without a per-value copy.

@@ -13,9 +13,9 @@ import json
 import zlib
 from typing import Any
 
-from service.oip.core import InferRequest, InferResponse, RequestedOutput
 from service.oip.errors import ProtocolError
 from service.oip.tensors import Tensor, check_header, from_bytes, from_values, to_bytes
+from service.oip.types import InferRequest, InferResponse, RequestedOutput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OVERHEAD_BYTES = 64 * 1024  # the JSON around the tensors: names, shapes, seeds, parameters

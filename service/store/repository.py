@@ -108,3 +108,24 @@ def _log_missing_config_once(model_id: str) -> None:
             model_id,
             CONFIG_NAME,
         )
+
+
+def model_folders(models_dir: Path) -> list[str]:
+    """The ids of the model folders under `models_dir` (those with a manifest), sorted."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in models_dir.iterdir() if not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()
+    )
+
+
+def read_manifests(models_dir: Path) -> dict[str, Manifest | None]:
+    """Each model folder's manifest (None when it does not parse), read without verifying
+    anything: enough to resolve a model name, at the cost of one small file per model."""
+    manifests: dict[str, Manifest | None] = {}
+    for model_id in model_folders(models_dir):
+        try:
+            manifests[model_id] = Manifest.read(models_dir / model_id)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            manifests[model_id] = None
+    return manifests

@@ -8,18 +8,21 @@ with only `label` (the label family), `unconditional` one with only `z` (when pr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -221,3 +224,34 @@ def read_until_closed(conn: socket.socket) -> bytes:
     except ConnectionResetError:
         assert answer, "reset before any answer"
     return answer
+
+
+@contextlib.contextmanager
+def serving(repo: Path, log_dir: Path, *args: str, **kwargs: Any) -> Iterator[Server]:
+    """`start_server` as a context: the server is stopped on the way out."""
+    srv = start_server(repo, log_dir, *args, **kwargs)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def address(srv: Server) -> tuple[str, int]:
+    parts = urlsplit(srv.url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def model_metric(url: str, name: str, model: str) -> float:
+    """One per-model sample (`name{model="..."}`) of the server's /metrics; 0 when absent."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    found = re.search(rf'^{name}\{{model="{re.escape(model)}"\}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait for `condition()` (a liveness bound, never a timing claim)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for: {what}")
+        time.sleep(0.02)

@@ -10,22 +10,27 @@ liveness bounds, never performance claims.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import select
 import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.service.conftest import Server, read_until_closed, start_server
+from tests.service.conftest import (
+    Server,
+    address,
+    model_metric,
+    read_until_closed,
+    serving,
+    start_server,
+    until,
+)
 
 MODEL = "label-mnist"  # the smallest model of the repository: quick to load and to run
 
@@ -39,24 +44,10 @@ def small_repo(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return root
 
 
-@contextlib.contextmanager
-def serving(repo: Path, log_dir: Path, *args: str, **kwargs: object) -> Iterator[Server]:
-    srv = start_server(repo, log_dir, *args, **kwargs)  # type: ignore[arg-type]
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def _address(srv: Server) -> tuple[str, int]:
-    parts = urlsplit(srv.url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
-
-
 def _open(srv: Server, count: int, first_bytes: bytes = b"") -> list[socket.socket]:
     conns = []
     for _ in range(count):
-        conn = socket.create_connection(_address(srv), timeout=10)
+        conn = socket.create_connection(address(srv), timeout=10)
         if first_bytes:
             conn.sendall(first_bytes)
         conns.append(conn)
@@ -179,7 +170,7 @@ def test_a_connection_flood_cannot_reach_the_descriptor_limit(small_repo: Path, 
         flood = []
         try:
             for _ in range(400):
-                flood.append(socket.create_connection(_address(srv), timeout=10))
+                flood.append(socket.create_connection(address(srv), timeout=10))
             time.sleep(1.0)  # let the server accept (and refuse) all of them
             refused = sum(_closed_by_server(conn, 0.05) for conn in flood[250:])
             assert refused == 150, "connections past the cap must be closed at once"
@@ -201,7 +192,7 @@ def test_sigterm_drops_a_client_that_does_not_read_after_the_graceful_timeout(
     with serving(small_repo, tmp_path, "--graceful-timeout", "2") as srv:
         reader = socket.socket()
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-        reader.connect(_address(srv))
+        reader.connect(address(srv))
         # 64 images of 448x448 as float32: a 51 MB response this client will never read.
         body = json.dumps({"model": MODEL, "labels": [3] * 64, "scale": 16, "format": "npy"}).encode()
         reader.sendall(
@@ -236,20 +227,6 @@ def test_a_client_cannot_forge_a_log_line(small_repo: Path, tmp_path: Path, fmt:
         assert len(access) == 1 and "\\n" in access[0]
 
 
-def _model_metric(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=30).text
-    found = re.search(rf'^{name}\{{model="{MODEL}"\}} (\S+)$', text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
-def _until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for: {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_the_job_of_a_client_that_left_is_never_run(small_repo: Path, tmp_path: Path, parser: str) -> None:
     """A request waits 1.5 s for its batch to fill; its client disconnects meanwhile. When the
@@ -261,13 +238,13 @@ def test_the_job_of_a_client_that_left_is_never_run(small_repo: Path, tmp_path: 
         url = urlsplit(srv.url)
         with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
             sock.sendall(f"GET /sample?model={MODEL}&seed=1&n=3 HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-            _until("the job queued", lambda: _model_metric(srv.url, "imagegen_queue_depth") == 3)
-        _until("the queue emptied", lambda: _model_metric(srv.url, "imagegen_queue_depth") == 0)
+            until("the job queued", lambda: model_metric(srv.url, "imagegen_queue_depth", MODEL) == 3)
+        until("the queue emptied", lambda: model_metric(srv.url, "imagegen_queue_depth", MODEL) == 0)
         time.sleep(0.5)  # a run, had one been started, would have finished by now
-        assert _model_metric(srv.url, "imagegen_images_total") == 0
+        assert model_metric(srv.url, "imagegen_images_total", MODEL) == 0
 
         r = httpx.get(srv.url + "/sample", params={"model": MODEL, "seed": 1, "n": 2}, timeout=30)
         assert r.status_code == 200, r.text
-        assert _model_metric(srv.url, "imagegen_images_total") == 2
+        assert model_metric(srv.url, "imagegen_images_total", MODEL) == 2
     finally:
         srv.stop()

@@ -8,7 +8,6 @@ Only tritonclient's stubs are imported here, never the service's: both declare t
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from imagegen.contract.sampling import latents, to_uint8
-from tests.service.conftest import Server, decode_png, start_server
+from tests.service.conftest import Server, decode_png, free_port, start_server
 
 pytest.importorskip("grpc")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -26,12 +25,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 SEEDS = [11, 4242, 2**50 + 1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service.dataplane.admission import Ticket
 from service.engine.generation import ImageRequest
 from service.errors import (
     InvalidParameter,
@@ -21,20 +20,14 @@ from service.errors import (
 from service.http.auth import require_key
 from service.http.body import read_json
 from service.http.context import Context, context
-from service.http.delivery import MeteredResponse, estimate_bytes, metered_json, run_admitted
+from service.http.delivery import MeteredResponse, estimate_bytes, http_call, metered_json
 from service.http.etag import etag_matches, image_etag
 from service.http.handlers import validation_errors
-from service.http.params import (
-    ImageQuery,
-    ImagesBody,
-    body_request,
-    check_item_count,
-    query_request,
-    read_query,
-)
+from service.http.images_body import ImagesBody, body_request, check_item_count
+from service.http.params import ImageQuery, query_request, read_query
 from service.http.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
 from service.http.routing import guarded_route
-from service.store.registry import ServedModel
+from service.store.served import ServedModel
 
 log = logging.getLogger("imagegen.routes")
 
@@ -72,16 +65,16 @@ async def sample(request: Request) -> Response:
 
 
 async def _get_images(request: Request, ctx: Context) -> Response:
-    # A connection back before its Retry-After waits for it here, before anything is parsed.
-    await ctx.registry.admission.hold_early_retry(request.scope.get("client"))
+    call = http_call(request)
+    plane = ctx.plane
+    await plane.enter(call)  # a connection back before its Retry-After waits here, unparsed
     try:
         query = read_query(request.query_params.multi_items())
     except InvalidParameter as exc:
         if exc.details.get("parameter") == "model":  # missing or too long: say what exists
             exc.details["models"] = ctx.registry.ids()
         raise
-    served = ctx.registry.resolve(query.model, query.dataset)
-    request.scope["state"]["model"] = served.id
+    served = plane.resolve(call, query.model, query.dataset)
     s = ctx.settings
     get = query_request(served, query, max_n=s.max_n, max_scale=s.max_scale)
     headers = _model_headers(served, get.seed)
@@ -97,9 +90,8 @@ async def _get_images(request: Request, ctx: Context) -> Response:
             return Response(status_code=304, headers=headers)
     else:
         headers["Cache-Control"] = "no-store"
-    ticket = _admit(request, ctx, served, get.request)
+    result, ticket = await plane.execute(call, served, get.request, _response_bytes(served, get.request))
     try:
-        result = await run_admitted(request, served, get.request, ticket)
         if get.fmt == "json":
             body = {
                 "model": served.id,
@@ -136,9 +128,9 @@ async def images(request: Request) -> Response:
     before parsing and to give each failure its own 4xx."""
     ctx = context(request)
     s = ctx.settings
-    admission = ctx.registry.admission
-    await admission.hold_early_retry(request.scope.get("client"))
-    admission.check_total(request.scope.get("client"))  # full: 503 before reading the body
+    call = http_call(request)
+    plane = ctx.plane
+    await plane.enter(call, body=True)  # full: 503 before reading the body
     body = await read_json(
         request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth, timeout_s=s.body_timeout
     )
@@ -148,13 +140,11 @@ async def images(request: Request) -> Response:
     except ValidationError as exc:
         details = validation_errors(exc.errors())
         raise InvalidRequest("request body does not match the schema", **details) from None
-    served = ctx.registry.resolve(spec.model, spec.dataset)
-    request.scope["state"]["model"] = served.id
+    served = plane.resolve(call, spec.model, spec.dataset)
     req = body_request(served, spec, max_items=s.max_items, max_scale=s.max_scale)
     headers = _model_headers(served, req.seeds[0])
-    ticket = _admit(request, ctx, served, req)
+    result, ticket = await plane.execute(call, served, req, _response_bytes(served, req))
     try:
-        result = await run_admitted(request, served, req, ticket)
         if spec.format == "npy":
             return MeteredResponse(result, ticket, media_type="application/x-npy", headers=headers)
         payload = {
@@ -179,13 +169,11 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
                 check_item_count(len(value), max_items)
 
 
-def _admit(request: Request, ctx: Context, served: ServedModel, image_request: ImageRequest) -> Ticket:
-    """Admission (service/dataplane/admission.py): 503 with Retry-After before any work when the model, the
-    server or the bytes of responses in flight are at their bounds."""
+def _response_bytes(served: ServedModel, image_request: ImageRequest) -> int:
+    """What admission reserves for the response: an upper bound of its size."""
     image = served.require_manifest().image
     values = image.channels * image.height * image.width
-    size = estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
-    return ctx.registry.admission.admit(served.id, image_request.n, size, request.scope.get("client"))
+    return estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:

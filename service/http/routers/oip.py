@@ -1,108 +1,41 @@
 """The Open Inference Protocol (KServe v2) over HTTP: /v2 health, metadata, config and infer.
 
-The handlers are service.oip.core's (gRPC shares them); this router reads and writes HTTP. Every
-error on a /v2 path, whatever raised it (the protocol, the registry, the key check, an unknown
-/v2 route), is the protocol's `{"error": "message"}` with its status, not our API's error object:
-Triton's and KServe's clients read that field as a string.
+The handlers are service.oip.core's and the data plane's (gRPC shares them); this router reads
+and writes HTTP. Every error on a /v2 path is rendered in the protocol's shape by its route class
+(service/http/protocol_route.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from imagegen.contract.sampling import MAX_SEED
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import PayloadTooLarge
 from service.http.auth import authorized
 from service.http.body import read_body
-from service.http.delivery import MeteredResponse
+from service.http.context import context
+from service.http.delivery import MeteredResponse, http_call
+from service.http.oip_openapi import INFER_OPENAPI, INFER_RESPONSES, MODEL_ERRORS
+from service.http.protocol_route import ProtocolRoute
 from service.http.routers.common import protocol_error_responses
-from service.http.routing import ServiceRoute, guarded_route
+from service.http.routing import guarded_route
 from service.oip import rest
 from service.oip.core import InferenceService
-from service.oip.errors import HTTP_STATUS, Kind, ProtocolError, from_service_error
-
-log = logging.getLogger("imagegen.oip")
+from service.oip.errors import ProtocolError
 
 # Bodies and outputs past these sizes are parsed / encoded in a worker thread, off the event loop.
 _OFF_LOOP_BODY_BYTES = 256 * 1024
 _OFF_LOOP_OUTPUT_VALUES = 64 * 1024
 
 
-def protocol_error_response(exc: ProtocolError) -> Response:
-    headers = dict(exc.headers)
-    if exc.kind == "unauthenticated":
-        headers["WWW-Authenticate"] = "Bearer"
-    return Response(
-        rest.error_body(exc.message),
-        status_code=HTTP_STATUS[exc.kind],
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-class ProtocolRoute(ServiceRoute):
-    """Renders every error raised in a /v2 route or its dependencies in the protocol's shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ProtocolError as exc:
-                return protocol_error_response(exc)
-            except ServiceError as exc:
-                return protocol_error_response(from_service_error(exc))
-            except HTTPException as exc:
-                kind: Kind = "not_found" if exc.status_code == 404 else "invalid"
-                return protocol_error_response(ProtocolError(kind, str(exc.detail)))
-            except Exception as exc:
-                log.error("unhandled error on %s", request.url.path, exc_info=exc)
-                return protocol_error_response(
-                    ProtocolError("internal", "internal error; see the server log")
-                )
-
-        return handle
-
-
 def _service(request: Request) -> InferenceService:
-    return service_of(request.app)
-
-
-def service_of(app: Any) -> InferenceService:
-    """One InferenceService per app (HTTP and gRPC share it), over the app's registry and settings."""
-    state = app.state
-    service = getattr(state, "oip", None)
-    if service is None:
-        service = state.oip = InferenceService(state.ctx.registry, state.ctx.settings)
-    return service
-
-
-@contextlib.asynccontextmanager
-async def grpc_lifespan(app: Any) -> AsyncIterator[None]:
-    """The gRPC server, when IMAGEGEN_GRPC_PORT is set, on the app's own event loop. Entered after
-    the app's lifespan has started loading models, left before its batchers drain."""
-    port = app.state.ctx.settings.grpc_port
-    if port is None:
-        yield
-        return
-    from service.oip import grpc_server  # grpcio: needed only with the port set
-
-    server, _ = await grpc_server.start(service_of(app), app.state.ctx.settings, port)
-    try:
-        yield
-    finally:
-        await grpc_server.stop(server)
+    return context(request).oip
 
 
 async def _require_key(request: Request) -> None:
@@ -129,90 +62,6 @@ def _status_only(ok: str, *errors: int) -> dict[int | str, dict[str, Any]]:
     """Probes and readiness checks answer with a status and no body, as the protocol's (and
     Triton's); with `response_class=Response` the OpenAPI declares no content for them either."""
     return {200: {"description": ok}, **protocol_error_responses(*errors)}
-
-
-_MODEL_ERRORS = (404, 503)  # unknown model or version; a model that is loading, failed or unloaded
-_TENSOR = {
-    "type": "object",
-    "required": ["name", "datatype", "shape"],
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {"type": "string", "description": "FP32 for z and image, INT64 for label."},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "data": {"type": "array", "description": "Values, flat or nested (row-major)."},
-        "parameters": {
-            "type": "object",
-            "description": "binary_data_size: the tensor's bytes follow the JSON (binary data extension).",
-        },
-    },
-}
-_INFER_BODY = {
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {
-            "type": "object",
-            "description": "seeds (and labels): images as /sample's, instead of z; binary_data_output: "
-            "outputs as binary data after the JSON.",
-            "properties": {
-                "seeds": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-                },
-                "labels": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-                "binary_data_output": {"type": "boolean"},
-                "priority": {"type": "integer"},
-                "timeout": {"type": "integer"},
-            },
-            "additionalProperties": False,  # refused: 400 naming the known ones
-        },
-        "inputs": {"type": "array", "maxItems": rest.MAX_TENSORS, "items": _TENSOR},
-        "outputs": {
-            "type": "array",
-            "maxItems": rest.MAX_TENSORS,
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
-            },
-        },
-    },
-}
-_INFER_RESPONSE = {
-    "type": "object",
-    "required": ["model_name", "model_version", "outputs"],
-    "properties": {
-        "model_name": {"type": "string"},
-        "model_version": {"type": "string"},
-        "id": {"type": "string"},
-        "outputs": {"type": "array", "items": _TENSOR},
-    },
-}
-_BINARY = {"type": "string", "format": "binary"}
-_INFER_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "JSON; with the binary tensor data extension, the JSON header "
-        "(Inference-Header-Content-Length bytes) followed by the tensors' bytes.",
-        "content": {
-            "application/json": {"schema": _INFER_BODY},
-            "application/octet-stream": {"schema": _BINARY},
-        },
-    }
-}
-_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The image tensor FP32 [N, C, H, W]: JSON, or JSON header and binary data "
-        "(Inference-Header-Content-Length) when the request asks for binary output.",
-        "content": {
-            "application/json": {"schema": _INFER_RESPONSE},
-            "application/octet-stream": {"schema": _BINARY},
-        },
-    },
-    **protocol_error_responses(400, *_MODEL_ERRORS, 408, 413),
-}
 
 
 @_open.get(
@@ -245,58 +94,54 @@ async def server_metadata(request: Request) -> JSONResponse:
     return JSONResponse(_service(request).server_metadata())
 
 
-_MODEL_RESPONSES = protocol_error_responses(*_MODEL_ERRORS)
+_MODEL_RESPONSES = protocol_error_responses(*MODEL_ERRORS)
+_READY_RESPONSES = _status_only("Ready (no body).", *MODEL_ERRORS)
+ModelHandler = Callable[[Request, str, str], Awaitable[Response]]
 
 
-# Each route of a model comes twice, with and without `/versions/{version}`; the one without
-# takes no version (a `version` query parameter is not the protocol's).
+def _per_model(
+    tail: str, summary: str, version_summary: str, method: str = "GET", **options: Any
+) -> Callable[[ModelHandler], ModelHandler]:
+    """Registers `handler(request, name, version)` on both of the protocol's paths of a model
+    route: `/v2/models/{name}<tail>` (version "", the served one) and
+    `/v2/models/{name}/versions/{version}<tail>`. The one without takes no version (a `version`
+    query parameter is not the protocol's)."""
+
+    def register(handler: ModelHandler) -> ModelHandler:
+        async def served_version(request: Request, name: str) -> Response:
+            return await handler(request, name, "")
+
+        async def one_version(request: Request, name: str, version: str) -> Response:
+            return await handler(request, name, version)
+
+        base = handler.__name__.lstrip("_")
+        for path, endpoint, text, op in (
+            (f"/v2/models/{{name}}{tail}", served_version, summary, base),
+            (
+                f"/v2/models/{{name}}/versions/{{version}}{tail}",
+                one_version,
+                version_summary,
+                f"version_{base}",
+            ),
+        ):
+            endpoint.__name__ = op
+            _keyed.add_api_route(path, endpoint, methods=[method], summary=text, **options)
+        return handler
+
+    return register
 
 
-@_keyed.get(
-    "/v2/models/{name}",
-    summary="Model metadata: versions, platform, inputs, outputs",
-    responses=_MODEL_RESPONSES,
-)
-async def model_metadata(request: Request, name: str) -> JSONResponse:
-    return _model_metadata(request, name, "")
-
-
-@_keyed.get(
-    "/v2/models/{name}/versions/{version}",
-    summary="Model metadata of one version",
-    responses=_MODEL_RESPONSES,
-)
-async def version_metadata(request: Request, name: str, version: str) -> JSONResponse:
-    return _model_metadata(request, name, version)
-
-
-def _model_metadata(request: Request, name: str, version: str) -> JSONResponse:
+@_per_model("", "Model metadata: versions, platform, inputs, outputs", "Model metadata of one version",
+            responses=_MODEL_RESPONSES, response_class=JSONResponse)  # fmt: skip
+async def _model_metadata(request: Request, name: str, version: str) -> Response:
     body = _service(request).model_metadata(name, version)
     _label(request, name)
     return JSONResponse(body)
 
 
-_READY_RESPONSES = _status_only("Ready (no body).", *_MODEL_ERRORS)
-
-
-@_keyed.get(
-    "/v2/models/{name}/ready", summary="Model readiness", responses=_READY_RESPONSES, response_class=Response
-)
-async def model_ready(request: Request, name: str) -> Response:
-    return _model_ready(request, name, "")
-
-
-@_keyed.get(
-    "/v2/models/{name}/versions/{version}/ready",
-    summary="Model readiness of one version",
-    responses=_READY_RESPONSES,
-    response_class=Response,
-)
-async def version_ready(request: Request, name: str, version: str) -> Response:
-    return _model_ready(request, name, version)
-
-
-def _model_ready(request: Request, name: str, version: str) -> Response:
+@_per_model("/ready", "Model readiness", "Model readiness of one version",
+            responses=_READY_RESPONSES, response_class=Response)  # fmt: skip
+async def _model_ready(request: Request, name: str, version: str) -> Response:
     ready = _service(request).model_ready(name, version)
     _label(request, name)
     if not ready:
@@ -304,57 +149,26 @@ def _model_ready(request: Request, name: str, version: str) -> Response:
     return Response(status_code=200)
 
 
-@_keyed.get(
-    "/v2/models/{name}/config", summary="Triton's model configuration, as JSON", responses=_MODEL_RESPONSES
-)
-async def model_config(request: Request, name: str) -> JSONResponse:
-    return _model_config(request, name, "")
-
-
-@_keyed.get(
-    "/v2/models/{name}/versions/{version}/config",
-    summary="Model configuration of one version",
-    responses=_MODEL_RESPONSES,
-)
-async def version_config(request: Request, name: str, version: str) -> JSONResponse:
-    return _model_config(request, name, version)
-
-
-def _model_config(request: Request, name: str, version: str) -> JSONResponse:
+@_per_model("/config", "Triton's model configuration, as JSON", "Model configuration of one version",
+            responses=_MODEL_RESPONSES, response_class=JSONResponse)  # fmt: skip
+async def _model_config(request: Request, name: str, version: str) -> Response:
     body = _service(request).model_config(name, version)
     _label(request, name)
     return JSONResponse(body)
 
 
-@_keyed.post(
-    "/v2/models/{name}/infer",
-    summary="Inference: JSON tensors or the binary tensor data extension",
-    openapi_extra=_INFER_OPENAPI,
-    responses=_INFER_RESPONSES,
-)
-async def infer(request: Request, name: str) -> Response:
-    return await _infer(request, name, "")
-
-
-@_keyed.post(
-    "/v2/models/{name}/versions/{version}/infer",
-    summary="Inference on one version",
-    openapi_extra=_INFER_OPENAPI,
-    responses=_INFER_RESPONSES,
-)
-async def version_infer(request: Request, name: str, version: str) -> Response:
-    return await _infer(request, name, version)
-
-
+@_per_model("/infer", "Inference: JSON tensors or the binary tensor data extension",
+            "Inference on one version", "POST", openapi_extra=INFER_OPENAPI,
+            responses=INFER_RESPONSES)  # fmt: skip
 async def _infer(request: Request, name: str, version: str) -> Response:
-    """Admitted as our own image routes are (service/dataplane/admission.py): an overloaded model or server
-    answers 503 with Retry-After before any work; the body is read within its size and time
-    bounds; the response's bytes count against IMAGEGEN_MAX_RESPONSE_BYTES until sent."""
+    """Through the data plane, as our own image routes: an overloaded model or server answers 503
+    with Retry-After before any work; the body is read within its size and time bounds; the
+    response's bytes count against IMAGEGEN_MAX_RESPONSE_BYTES until sent; a client that leaves
+    before its run has its job skipped."""
+    call = http_call(request)
     service = _service(request)
-    served = service.ready(name, version)
-    _label(request, served.id)
-    client = request.scope.get("client")
-    await service.check_capacity(client)
+    served = service.ready(call, name, version)
+    await service.plane.enter(call, body=True)
     max_elements = service.max_elements(served)
     limit = rest.max_body_bytes(max_elements)
     body = await _read_body(request, limit, service.settings.body_timeout)
@@ -363,7 +177,7 @@ async def _infer(request: Request, name: str, version: str) -> Response:
     parse = (rest.parse_infer_request, name, version, body, header_length, max_elements)
     infer_request, binary_output = await _maybe_off_loop(len(body) > _OFF_LOOP_BODY_BYTES, *parse)
     per_value = rest.bytes_per_value(infer_request.outputs, binary_output)
-    response, ticket = await service.infer(served, infer_request, client=client, bytes_per_value=per_value)
+    response, ticket = await service.infer(call, served, infer_request, bytes_per_value=per_value)
     try:
         values = sum(t.data.size for t in response.outputs)
         encode = (rest.encode_infer_response, response, infer_request.outputs, binary_output)
@@ -420,8 +234,7 @@ async def no_such_route(request: Request, rest_of_path: str) -> Response:
     raise ProtocolError("not_found", f"no route {request.method} {request.url.path[:200]}")
 
 
-# The lifespan rides on the router, so wiring the protocol into the app is one include.
-router = APIRouter(lifespan=grpc_lifespan)
+router = APIRouter()
 router.include_router(_open)
 router.include_router(_keyed)
 router.include_router(_fallback)

@@ -27,11 +27,11 @@ from fastapi.responses import JSONResponse
 from service.errors import ModelLoadError
 from service.http.auth import authorized
 from service.http.context import context
+from service.http.protocol_route import ProtocolRoute
 from service.http.routers.common import protocol_error_responses
-from service.http.routers.oip import ProtocolRoute
 from service.http.routing import guarded_route
 from service.oip.errors import ProtocolError
-from service.store.registry import IndexEntry
+from service.store.served import IndexEntry
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
 TRITON_STATE = {
@@ -104,7 +104,7 @@ async def load_model(request: Request, name: str) -> JSONResponse:
             "folder in the repository (write the new version there, then load)",
         )
     try:
-        served = await ctx.registry.load_model(name)
+        served = await ctx.lifecycle.load_model(name)
     except ModelLoadError as exc:
         raise ProtocolError("invalid", f"failed to load model {name!r}: {exc}") from None
     request.scope["state"]["model"] = served.id
@@ -119,7 +119,7 @@ async def load_model(request: Request, name: str) -> JSONResponse:
 async def unload_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
-    await ctx.registry.unload_model(name)
+    await ctx.lifecycle.unload_model(name)
     request.scope["state"]["model"] = name
     served = ctx.registry.known(name)
     version = served.manifest.version if served.manifest else None
