@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service.dataplane.admission import Admission, Ticket
@@ -37,7 +37,7 @@ log = logging.getLogger("imagegen.access")
 T = TypeVar("T")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """One request as the data plane sees it, whatever carried it."""
 
@@ -49,7 +49,6 @@ class Call:
     disconnected: Callable[[], Awaitable[None]] | None = None
     model: str = ""  # the resolved model's id: the metrics' model label
     request_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class DataPlane:

@@ -18,7 +18,7 @@ do not read.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -55,23 +55,28 @@ def route_template(scope: Any) -> str:
 def http_call(request: Request) -> Call:
     """The data plane's Call for this request, kept in its state for the middleware."""
     scope = request.scope
-    receive = request.receive
+    state = scope["state"]
+    probe = client_gone_probe(scope)
+    call = Call(
+        route_template(scope),
+        client=scope.get("client"),
+        client_gone=probe,
+        disconnected=None if probe is not None else _disconnect_of(request.receive),
+        request_id=state.get("request_id", ""),
+    )
+    state[CALL] = call
+    return call
+
+
+def _disconnect_of(receive: Any) -> Callable[[], Awaitable[None]]:
+    """An awaitable that returns when the client disconnects, read from ASGI's receive()."""
 
     async def disconnected() -> None:
         # Route handlers have read the body by now (GET: none), so receive() waits for the end.
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    state = scope["state"]
-    call = Call(
-        route_template(scope),
-        client=scope.get("client"),
-        client_gone=client_gone_probe(scope),
-        disconnected=disconnected,
-        request_id=state.get("request_id", ""),
-    )
-    state[CALL] = call
-    return call
+    return disconnected
 
 
 class MeteredResponse(Response):

@@ -15,17 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def imported_packages(package: str) -> dict[str, set[str]]:
     """Top-level packages each module of `package` imports (statically, lazy imports included)."""
-    found: dict[str, set[str]] = {}
-    for path in sorted((REPO / package).rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(REPO))] = names
-    return found
+    return {mod: {name.split(".")[0] for name in names} for mod, names in imported_modules(package).items()}
 
 
 def _offenders(package: str, forbidden: set[str]) -> list[str]:

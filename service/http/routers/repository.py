@@ -104,11 +104,10 @@ async def load_model(request: Request, name: str) -> JSONResponse:
             "folder in the repository (write the new version there, then load)",
         )
     try:
-        served = await ctx.lifecycle.load_model(name)
+        await ctx.lifecycle.load_model(name)
     except ModelLoadError as exc:
         raise ProtocolError("invalid", f"failed to load model {name!r}: {exc}") from None
-    request.scope["state"]["model"] = served.id
-    return JSONResponse(_triton(IndexEntry(served.id, served.require_manifest().version, served.state, None)))
+    return _model_state(request, name)
 
 
 @router.post(
@@ -120,8 +119,13 @@ async def unload_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
     await ctx.lifecycle.unload_model(name)
+    return _model_state(request, name)
+
+
+def _model_state(request: Request, name: str) -> JSONResponse:
+    """The answer of load and unload: the model's line of the index, as it is now."""
     request.scope["state"]["model"] = name
-    served = ctx.registry.known(name)
+    served = context(request).registry.known(name)
     version = served.manifest.version if served.manifest else None
     return JSONResponse(_triton(IndexEntry(name, version, served.state, served.reason)))
 
