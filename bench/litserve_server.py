@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from imagegen.contract.manifest import Manifest  # noqa: E402
 from imagegen.contract.sampling import build_feeds, default_labels  # noqa: E402
-from service import imaging  # noqa: E402
+from service.engine import imaging  # noqa: E402
 
 
 def cpu_threads() -> int:
