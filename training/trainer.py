@@ -142,7 +142,7 @@ def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: boo
 def _rng_state(data_state: torch.Tensor, replicas: distributed.Replicas) -> dict[str, Any]:
     """The RNG states a checkpoint keeps; `data_state` is the data order's generator as it was
     before the unfinished epoch (if any) drew its permutation."""
-    state = {"torch": torch.get_rng_state(), "data": data_state}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_state}
     if replicas.parallel:  # each rank's own noise stream
         state["ranks"] = distributed.rng_states(replicas)
     return state
@@ -308,7 +308,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True, tensorboa
     # model and optimisers
     model = build_model(run, ds).to(device)
     memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs lack it
     opts = model.configure_optimizers()
     distributed.copy_from_main(model, replicas)  # every rank starts from rank 0's weights
     distributed.average_gradients_on_step(opts, replicas)
@@ -395,7 +395,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True, tensorboa
     board = None
     if tensorboard and replicas.is_main:  # a resumed run's events continue after its checkpoint's step
         board = TensorBoardLog(Path(tensorboard), resumed_at=step + 1 if resume else None)
-    writer: csv.DictWriter | None = None
+    writer: csv.DictWriter[str] | None = None
     run_started, first_step, total_steps = time.perf_counter(), step, run.epochs * steps_per_epoch
     try:
         with StopOnCtrlC(replicas) as stop:
