@@ -110,6 +110,13 @@ def as_is(module: nn.Module) -> nn.Module:
     return module
 
 
+def given(label: torch.Tensor | None) -> torch.Tensor:
+    """The label that a class-conditional net needs."""
+    if label is None:
+        raise ValueError("a class-conditional net needs a label")
+    return label
+
+
 def one_hot_maps(label: torch.Tensor, num_classes: int, size: int) -> torch.Tensor:
     """(B,) -> (B, K, size, size) one-hot planes, for conditioning by concatenation."""
     return F.one_hot(label, num_classes).float()[:, :, None, None].expand(-1, -1, size, size)

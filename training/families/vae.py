@@ -28,7 +28,7 @@ from training.families.base import (
     randn,
     upsample_plan,
 )
-from training.families.layers import down_stack, one_hot_maps
+from training.families.layers import down_stack, given, one_hot_maps
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ("temperature",)
@@ -65,13 +65,6 @@ class Config(BaseConfig):
     @property
     def is_conditional(self) -> bool:
         return self.conditional and self.num_classes > 1
-
-
-def given(label: torch.Tensor | None) -> torch.Tensor:
-    """The label that a class-conditional net needs."""
-    if label is None:
-        raise ValueError("a class-conditional vae needs a label")
-    return label
 
 
 class Encoder(nn.Module):
