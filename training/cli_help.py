@@ -25,7 +25,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def option(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,  # noqa: A002 (argparse's name for it)
+    help: str,  # argparse's name for it
     flag: str = "",
     choices: Sequence[str] = (),
     metavar: str | None = None,
