@@ -28,7 +28,7 @@ class Command:
 COMMANDS = {
     "serve": Command("service.commands", "serve_main", "run the HTTP service on the models in models/"),
     "sample": Command("service.commands", "sample_main", "generate images offline, the bytes /sample serves"),
-    "train": Command("training.trainer", "main", "train a model family on a dataset", ("torch",)),
+    "train": Command("training.train_cli", "main", "train a model family on a dataset", ("torch",)),
     "export": Command(
         "training.export", "main", "export a training run to the ONNX model repository", ("torch", "onnx")
     ),

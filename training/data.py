@@ -14,21 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IDX_DATASETS = {"mnist": "mnist", "fashion": "fashion-mnist"}
+from imagegen.contract.datasets import IDX_DATASETS, IMAGE_FOLDER
+
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-CLASS_NAMES = {
-    "mnist": [str(d) for d in range(10)],
-    "fashion": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    ],
-}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 EXPECTED_LAYOUT = (
-    "expected <data-dir>/mnist/ and <data-dir>/fashion-mnist/ holding "
+    f"expected {' and '.join(f'<data-dir>/{spec.folder}/' for spec in IDX_DATASETS.values())} holding "
     "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
     "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
 )
@@ -51,10 +45,15 @@ class ImageDataset:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.images.shape[1:]
+        return channels, height, width
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, pick: np.ndarray) -> ImageDataset:
+        """The images (and labels) that `pick` (a mask or indices) selects."""
+        return ImageDataset(self.name, self.images[pick], self.labels[pick], self.class_names)
 
     def as_float(self) -> np.ndarray:
         """Images as float32 in [0, 1]."""
@@ -107,7 +106,8 @@ def load_idx_dataset(name: str, data_dir: Path | str | None = None, split: str =
         raise DatasetError(f"unknown IDX dataset {name!r}; known: {sorted(IDX_DATASETS)}")
     if split not in IDX_FILES:
         raise DatasetError(f"unknown split {split!r}; known: {sorted(IDX_FILES)}")
-    folder = Path(data_dir if data_dir is not None else default_data_dir()) / IDX_DATASETS[name]
+    spec = IDX_DATASETS[name]
+    folder = Path(data_dir if data_dir is not None else default_data_dir()) / spec.folder
     images_file, labels_file = IDX_FILES[split]
     images = read_idx(folder / images_file)
     labels = read_idx(folder / labels_file).astype(np.int64)
@@ -115,12 +115,13 @@ def load_idx_dataset(name: str, data_dir: Path | str | None = None, split: str =
         raise DatasetError(
             f"{folder}: images {images.shape} and labels {labels.shape} do not match; {EXPECTED_LAYOUT}"
         )
-    return ImageDataset(name, images[:, None, :, :].copy(), labels, list(CLASS_NAMES[name]))
+    return ImageDataset(name, images[:, None, :, :].copy(), labels, list(spec.class_names))
 
 
 def _load_rgb(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as img:
-        img.load()
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
         if img.mode in ("RGBA", "LA", "P"):
             img = img.convert("RGBA")
             background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -129,7 +130,7 @@ def _load_rgb(path: Path, size: int) -> np.ndarray:
         # Resize the short side to `size`, then centre-crop.
         w, h = img.size
         scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
         w, h = img.size
         left, top = (w - size) // 2, (h - size) // 2
         img = img.crop((left, top, left + size, top + size))
@@ -173,7 +174,7 @@ def load_dataset(
     dataset_name: str | None = None,
 ) -> ImageDataset:
     """`mnist`, `fashion`, or `imagefolder` (then `data_dir` is the folder itself)."""
-    if name == "imagefolder":
+    if name == IMAGE_FOLDER:
         if data_dir is None:
             raise DatasetError("the imagefolder dataset needs --data-dir pointing at a folder of images")
         return load_image_folder(data_dir, image_size, dataset_name)
@@ -190,5 +191,4 @@ def split_holdout(
         idx = np.flatnonzero(ds.labels == c)
         rng.shuffle(idx)
         held[idx[: int(round(len(idx) * fraction))]] = True
-    pick = lambda m: ImageDataset(ds.name, ds.images[m], ds.labels[m], ds.class_names)  # noqa: E731
-    return pick(~held), pick(held)
+    return ds.subset(~held), ds.subset(held)

@@ -188,9 +188,11 @@ def own_rng_state(rng: dict[str, Any], seed: int, replicas: Replicas) -> torch.T
     rank 0 takes the saved main stream and the other ranks start from seed + rank."""
     per_rank = rng.get("ranks", [])
     if len(per_rank) == replicas.world:
-        return per_rank[replicas.rank]
+        own: torch.Tensor = per_rank[replicas.rank]
+        return own
     if replicas.rank == 0:
-        return rng["torch"]
+        main: torch.Tensor = rng["torch"]
+        return main
     return torch.Generator().manual_seed(seed + replicas.rank).get_state()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imagegen.contract.sampling import feeds_for
+from imagegen.contract.sampling import feeds_for, to_uint8
 from training.data import load_image_folder, split_holdout
 
 
@@ -46,9 +46,9 @@ def save_grid(images: np.ndarray, cols: int, path: Path | str, scale: int = 1, p
             img = np.repeat(img, 3, axis=2)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         canvas[y : y + h, x : x + w] = img[:, :, :3]
-    pil = Image.fromarray((np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8))
+    pil = Image.fromarray(to_uint8(canvas))
     if scale != 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pil.save(path)

@@ -1,6 +1,6 @@
 """The contract between `training/` (writes models) and `service/` (serves them).
 
 Torch-free and free of both sides: the model manifest (`manifest`), the classifier manifest
-(`classifier`), the sampling contract (`sampling`) and the family names (`families`). Each is
-defined once here; DESIGN.md describes them in prose.
+(`classifier`), the sampling contract (`sampling`), the family names (`families`) and the
+IDX dataset table (`datasets`). Each is defined once here; docs/design.md describes them in prose.
 """

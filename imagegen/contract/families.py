@@ -1,4 +1,4 @@
-"""The model families (DESIGN.md, "The four model families")."""
+"""The model families (docs/design.md, "The four model families")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sampling contract (DESIGN.md, "Sampling contract"): seeds and classes -> model feeds -> pixels.
+"""The sampling contract (docs/design.md, "Sampling contract"): seeds and classes -> model feeds -> pixels.
 
 One definition, used by the service (every request), training (sample grids) and evaluation:
 - the latent of seed `s` is `Generator(PCG64(s)).standard_normal(latent_dim, float32)`;

@@ -1,4 +1,4 @@
-"""The package boundaries of DESIGN.md: `service/` and `training/` never import each other, the
+"""The package boundaries of docs/design.md: `service/` and `training/` never import each other, the
 contract imports neither (nor torch), and the serving side runs without torch."""
 
 from __future__ import annotations

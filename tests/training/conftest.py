@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.trainer import RunConfig, train
+from training.run_config import RunConfig
+from training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = ROOT / "tests" / "data"

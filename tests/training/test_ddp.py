@@ -38,7 +38,9 @@ from tests.training.conftest import DATA_DIR, ROOT, tiny_run_config
 from training import distributed
 from training.checkpoint import load_checkpoint
 from training.grid import grid_inputs
-from training.trainer import build_model, epoch_order, load_training_data, main, train
+from training.loop import epoch_order
+from training.train_cli import main
+from training.trainer import build_model, load_training_data, train
 
 WORLD = 2
 LABEL_BCE = {"width": 4, "loss": "bce"}  # conftest's tiny label net, with the plain mean loss

@@ -4,14 +4,16 @@ lower each family's loss on a fixed batch of the committed subset."""
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 import torch
 
+from imagegen.contract.families import FAMILIES as FAMILY_NAMES
 from tests.training.conftest import TINY
 from training.data import load_dataset
 from training.families import FAMILIES, get_family
-from training.families.base import upsample_plan
+from training.families.base import Family, FamilyModel, upsample_plan
 
 CASES = [(f, v) for f in ("label", "evaluator", "gan", "vae") for v in ("default", "seed")]
 
@@ -34,6 +36,16 @@ def test_registry_names_the_four_families():
     assert sorted(FAMILIES) == ["evaluator", "gan", "label", "vae"]
     with pytest.raises(ValueError, match="unknown family 'diffusion'"):
         get_family("diffusion")
+
+
+def test_every_family_module_is_a_family_named_as_in_the_contract():
+    assert tuple(FAMILIES) == FAMILY_NAMES
+    for module in FAMILIES.values():
+        assert isinstance(module, Family)
+        assert issubclass(module.Model, FamilyModel) and dataclasses.is_dataclass(module.Config)
+        assert set(module.SAMPLING_FIELDS) <= {f.name for f in dataclasses.fields(module.Config)}
+    # the check can fail: a module without the sampling fields is not a family
+    assert not isinstance(types.SimpleNamespace(Config=FAMILIES["gan"].Config, Model=FamilyModel), Family)
 
 
 def test_config_is_frozen_and_presets_apply():

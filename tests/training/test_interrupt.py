@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.training.conftest import DATA_DIR, ROOT, TINY
 from training.checkpoint import load_checkpoint
 from training.distributed import digest
-from training.trainer import main
+from training.train_cli import main
 
 IMAGES, BATCH, EPOCHS = 300, 8, 3
 STEPS_PER_EPOCH = IMAGES // BATCH

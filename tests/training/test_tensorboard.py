@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.conftest import DATA_DIR, TINY
-from training.trainer import main
+from training.train_cli import main
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator", reason="the train extra's tensorboard"

@@ -15,7 +15,9 @@ from tests.training.conftest import tiny_run_config
 from training.checkpoint import load_checkpoint
 from training.data import load_dataset
 from training.families import parse_overrides
-from training.trainer import epoch_order, main, train
+from training.loop import epoch_order
+from training.train_cli import main
+from training.trainer import train
 
 
 def _weights(run_dir):
@@ -173,7 +175,7 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_path(tmp_path, data_
     assert not (out / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("module", ["training.trainer", "training.export", "training.evaluate"])
+@pytest.mark.parametrize("module", ["training.train_cli", "training.export", "training.evaluate"])
 def test_every_option_has_help_and_informative_defaults_are_shown(module):
     """`imagegen train|export|evaluate --help` describes every option and prints the defaults
     worth knowing (not an unset option's None, nor a switch's False)."""
@@ -192,8 +194,8 @@ def test_every_option_has_help_and_informative_defaults_are_shown(module):
 
 
 def test_run_eta_covers_the_whole_run():
-    from training.trainer import _eta
+    from training.run_log import eta
 
-    assert _eta(10.0, 5, 10) == "0:00:20"  # 2 s per step, 10 steps to go
-    assert _eta(3600.0, 1, 2) == "2:00:00"
-    assert _eta(0.0, 0, 100) == "0:00:00"
+    assert eta(10.0, 5, 10) == "0:00:20"  # 2 s per step, 10 steps to go
+    assert eta(3600.0, 1, 2) == "2:00:00"
+    assert eta(0.0, 0, 100) == "0:00:00"

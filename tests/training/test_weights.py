@@ -13,7 +13,8 @@ from imagegen.contract.manifest import Manifest, sha256_file
 from tests.training.conftest import tiny_run_config
 from training.checkpoint import load_checkpoint
 from training.export import export_run
-from training.trainer import main, train
+from training.train_cli import main
+from training.trainer import train
 from training.weights import WEIGHTS_NAME, WeightsError, load_weights
 
 

@@ -1,18 +1,19 @@
-"""The four model families, by name. Each module holds `Config` (frozen dataclass with a
-`create(variant, **fields)` constructor) and `Model` (a `FamilyModel`)."""
+"""The four model families, by name (the contract's `imagegen.contract.families.FAMILIES`).
+Each module is a `Family`: `Config` (a frozen dataclass with a `create(variant, **fields)`
+constructor), `Model` (a `FamilyModel`) and `SAMPLING_FIELDS`."""
 
 from __future__ import annotations
 
 import dataclasses
-from types import ModuleType
 from typing import Any
 
 from training.families import evaluator, gan, label, vae
+from training.families.base import Family
 
-FAMILIES: dict[str, ModuleType] = {"label": label, "evaluator": evaluator, "gan": gan, "vae": vae}
+FAMILIES: dict[str, Family] = {"label": label, "evaluator": evaluator, "gan": gan, "vae": vae}
 
 
-def get_family(name: str) -> ModuleType:
+def get_family(name: str) -> Family:
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; known: {sorted(FAMILIES)}")
     return FAMILIES[name]

@@ -1,20 +1,21 @@
 """What every family shares: the contract the trainer and export rely on, and small helpers.
 
-A family module holds a frozen config dataclass (`Config`, built with `Config.create(...)`)
-and a `FamilyModel` subclass (`Model`). The trainer only calls the methods below, so it
-never needs to know which family it runs.
+A family module (`Family`) holds a frozen config dataclass (`Config`, built with
+`Config.create(...)`), a `FamilyModel` subclass (`Model`) and the config fields that only change
+how its sampler draws (`SAMPLING_FIELDS`). The trainer only calls the methods below, so it never
+needs to know which family it runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import torch
 from torch import nn
 
-VARIANTS = ("default", "seed")
+Optimizers = dict[str, torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,66 @@ class ExportSpec:
     output_shapes: dict[str, list[int]]
 
 
+class FamilyConfig(Protocol):
+    """What the trainer, checkpoints and export read of any family's config (a frozen dataclass)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def __init__(self, **fields: Any) -> None: ...
+
+    @classmethod
+    def create(cls, variant: str = ..., **fields: Any) -> Self: ...
+
+    @property
+    def channels(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def latent_dim(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The fields every family's config starts with (the images it draws, its variant) and how
+    a config is built: class defaults, then the variant's preset, then explicit fields."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    variant: str = "default"
+
+    @classmethod
+    def create(cls, variant: str = "default", **fields: Any) -> Self:
+        """Unknown variants and field names are an error naming the known ones; a field given
+        as None keeps its preset or default."""
+        if variant not in cls.PRESETS:
+            raise ValueError(f"unknown variant {variant!r}; known: {sorted(cls.PRESETS)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {**cls.PRESETS[variant], **{k: v for k, v in fields.items() if v is not None}}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(variant=variant, **values)
+
+
 class FamilyModel(nn.Module):
     """The nets of one family plus how to train and sample them."""
 
-    config: Any
+    config: FamilyConfig
 
     # Names of the sampler's inputs, a subset of ("z", "label") in that order.
     inputs: tuple[str, ...] = ("z", "label")
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self) -> Optimizers:
         raise NotImplementedError
 
-    def train_step(
-        self, x: torch.Tensor, y: torch.Tensor, opts: dict[str, torch.optim.Optimizer]
-    ) -> dict[str, float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, opts: Optimizers) -> dict[str, float]:
         """One optimisation step on a batch of images in [0, 1] (B, C, H, W) and labels (B,)."""
         raise NotImplementedError
 
@@ -87,17 +134,25 @@ class FamilyModel(nn.Module):
         refresh batch-norm statistics so eval mode matches training)."""
 
 
-def create_config(cls: type, presets: dict[str, dict[str, Any]], variant: str, **fields: Any) -> Any:
-    """Build a frozen config: class defaults, then the variant's preset, then explicit fields.
-    Unknown field names are an error naming the known ones."""
-    if variant not in presets:
-        raise ValueError(f"unknown variant {variant!r}; known: {sorted(presets)}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    values = {**presets[variant], **{k: v for k, v in fields.items() if v is not None}}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}; known: {sorted(known)}")
-    return cls(variant=variant, **values)
+@runtime_checkable
+class Family(Protocol):
+    """A family module (label, evaluator, gan, vae): its config class, its model class, and the
+    config fields that only change how the sampler draws (which `imagegen export --set` may
+    change without retraining)."""
+
+    @property
+    def Config(self) -> type[FamilyConfig]: ...  # noqa: N802 (a class, as the module names it)
+    @property
+    def Model(self) -> type[FamilyModel]: ...  # noqa: N802
+    @property
+    def SAMPLING_FIELDS(self) -> tuple[str, ...]: ...  # noqa: N802
+
+
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`: clear the gradients, back-propagate, update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def upsample_plan(image_size: int) -> tuple[int, int]:
@@ -122,25 +177,8 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-@torch.no_grad()
-def refresh_batchnorm(net: nn.Module, make_inputs, batches: int = 8) -> None:
-    """Recompute batch-norm running statistics as a plain average over `batches` forward
-    passes of the current weights, so that eval mode (what export uses) sees the same
-    normalisation that training did, instead of an EMA that lags the weights."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    was_training = net.training
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    for _ in range(batches):
-        net(*make_inputs())
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
-    net.train(was_training)
+def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +205,7 @@ class batch_stats:  # noqa: N801 (used as a context manager)
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
-        self.norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.norms = batch_norms(net)
 
     def __enter__(self) -> nn.Module:
         self.was_training = self.net.training
@@ -177,36 +215,7 @@ class batch_stats:  # noqa: N801 (used as a context manager)
         self.net.train()
         return self.net
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for m, momentum in zip(self.norms, self.saved, strict=True):
             m.momentum = momentum
         self.net.train(self.was_training)
-
-
-def paired_labels(y: torch.Tensor) -> torch.Tensor:
-    """Labels whose first and second halves are equal, so fakes come in same-class pairs."""
-    half = y.shape[0] // 2
-    return torch.cat([y[:half], y[:half], y[2 * half :]])
-
-
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """MSGAN (Mao et al. 2019): 1 / (|G(z1) - G(z2)| / |z1 - z2|) over same-class pairs (the
-    first and second half of the batch). A generator that maps every z of a class to one image
-    pays for it; without this term ours ignored z within the first MNIST epoch."""
-    half = z.shape[0] // 2
-    image_gap = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(dim=1)
-    z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
-    return 1.0 / ((image_gap / z_gap).mean() + 1e-5)
-
-
-def refresh_generator_batchnorm(
-    generator: nn.Module, latent_dim: int, num_classes: int, gen: torch.Generator, n: int = 256
-) -> None:
-    """`refresh_batchnorm` for a (z, label) generator, fed fixed-noise latents and random labels."""
-    dev = next(generator.parameters()).device
-
-    def inputs():
-        z = randn(n, latent_dim, device=dev, gen=gen)
-        return z, torch.randint(0, num_classes, (n,), generator=gen).to(dev)
-
-    refresh_batchnorm(generator, inputs)

@@ -16,41 +16,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.families.base import (
-    FamilyModel,
-    batch_stats,
-    create_config,
-    init_weights,
-    mode_seeking_loss,
-    paired_labels,
-    randn,
-    refresh_generator_batchnorm,
-    to_signed,
-    upsample_plan,
-)
-from training.families.layers import ConvGenerator, GeneratorSampler, down_stack
+from training.families.adversarial import GeneratorCritic
+from training.families.base import BaseConfig, upsample_plan
+from training.families.layers import down_stack
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ()
 
-PRESETS = {
-    "default": {},
-    "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat", "mode_seeking": 0.0},
-}
 GUIDANCES = ("energy", "reference")
 
 
 @dataclass(frozen=True)
-class Config:
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    variant: str = "default"
+class Config(BaseConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat", "mode_seeking": 0.0},
+    }
+
     guidance: str = "energy"  # energy (EBGAN) | reference (the seed's)
     latent_dim: int = 64
     g_cond: str = "concat"  # generator conditioning: cbn (class-conditional batch norm) | concat
@@ -67,10 +55,10 @@ class Config:
     beta2: float = 0.999
 
     @classmethod
-    def create(cls, variant: str = "default", guidance: str | None = None, **fields) -> Config:
+    def create(cls, variant: str = "default", guidance: str | None = None, **fields: Any) -> Self:
         if guidance == "reference":
             variant = "seed"  # the seed's scheme is the seed baseline
-        cfg = create_config(cls, PRESETS, variant, **fields)
+        cfg = super().create(variant, **fields)
         if cfg.guidance not in GUIDANCES:
             raise ValueError(f"unknown guidance {cfg.guidance!r}; known: {list(GUIDANCES)}")
         return cfg
@@ -107,12 +95,14 @@ class AutoEncoder(nn.Module):
         self.decode_net = nn.Sequential(*layers)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_code(self.features(x).flatten(1))  # (B, k)
+        code: torch.Tensor = self.to_code(self.features(x).flatten(1))  # (B, k)
+        return code
 
     def decode(self, code: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
             code = code + self.embed(label)
-        return self.decode_net(self.from_code(code).view(-1, self.ch, self.base, self.base))
+        image: torch.Tensor = self.decode_net(self.from_code(code).view(-1, self.ch, self.base, self.base))
+        return image
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-image energy (B,), code (B, k))."""
@@ -129,29 +119,13 @@ def pulling_away(code: torch.Tensor) -> torch.Tensor:
     return (sim.sum() - sim.diagonal().sum()) / max(b * (b - 1), 1)
 
 
-class Model(FamilyModel):
+class Model(GeneratorCritic):
+    critic_name = "evaluator"
+    config: Config
+    evaluator: AutoEncoder
+
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
-        c = config
-        self.inputs = ("z", "label") if c.conditional else ("z",)
-        self.generator = ConvGenerator(
-            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width, c.g_cond
-        )
-        self.evaluator = AutoEncoder(c)
-        self.generator.apply(init_weights)
-
-    def configure_optimizers(self):
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        return {
-            "g": torch.optim.Adam(self.generator.parameters(), c.lr, betas=betas),
-            "d": torch.optim.Adam(self.evaluator.parameters(), c.lr, betas=betas),
-        }
-
-    def _fake(self, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        z = randn(y.shape[0], self.config.latent_dim, device=y.device, gen=gen)
-        return torch.tanh(self.generator(z, y))
+        super().__init__(config, AutoEncoder)
 
     def _class_loss(self, code: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         head = self.evaluator.classify
@@ -159,50 +133,25 @@ class Model(FamilyModel):
             return code.new_zeros(())
         return self.config.class_weight * F.cross_entropy(head(code), y)
 
-    def d_loss(self, real, fake, y, y_fake=None) -> torch.Tensor:
+    def d_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, y_fake: torch.Tensor | None = None
+    ) -> torch.Tensor:
         y_fake = y if y_fake is None else y_fake
+        e_real: torch.Tensor
         e_real, code = self.evaluator(real, y)
         if self.config.guidance == "reference":
             return e_real.mean()  # the seed's autoencoder learns real images only
+        e_fake: torch.Tensor
         e_fake, _ = self.evaluator(fake, y_fake)
         return e_real.mean() + F.relu(self.config.margin - e_fake).mean() + self._class_loss(code, y)
 
-    def g_loss(self, real, fake, y, y_fake=None) -> torch.Tensor:
-        y_fake = y if y_fake is None else y_fake
+    def g_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, y_fake: torch.Tensor
+    ) -> torch.Tensor:
         if self.config.guidance == "reference":
             with torch.no_grad():
                 ref = self.evaluator.encode(real)
             return F.mse_loss(self.evaluator.encode(fake), ref)
         e_fake, code = self.evaluator(fake, y_fake)
-        return e_fake.mean() + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y_fake)
-
-    def train_step(self, x, y, opts):
-        self.train()
-        c = self.config
-        real = to_signed(x)
-        y_fake = paired_labels(y) if c.mode_seeking else y
-        z = torch.randn(x.shape[0], c.latent_dim, device=x.device)
-        fake = torch.tanh(self.generator(z, y_fake))
-        d_loss = self.d_loss(real, fake.detach(), y, y_fake)
-        opts["d"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        opts["d"].step()
-        g_loss = self.g_loss(real, fake, y, y_fake)
-        if c.mode_seeking:
-            g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
-        opts["g"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        opts["g"].step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
-
-    @torch.no_grad()
-    def probe_loss(self, x, y, gen):
-        with batch_stats(self):
-            return self.d_loss(to_signed(x), self._fake(y, gen), y).item()
-
-    def before_sampling(self, gen: torch.Generator) -> None:
-        c = self.config
-        refresh_generator_batchnorm(self.generator, c.latent_dim, c.num_classes, gen)
-
-    def sampler(self) -> nn.Module:
-        return GeneratorSampler(self.generator, self.config.conditional).eval()
+        energy: torch.Tensor = e_fake.mean()
+        return energy + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y_fake)

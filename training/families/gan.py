@@ -21,52 +21,42 @@ setting that `imagegen export --set truncation=0.7` can change without retrainin
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
 from torch.nn.utils import spectral_norm
 
+from training.families.adversarial import GeneratorCritic
 from training.families.augment import augment, parse_policy
-from training.families.base import (
-    FamilyModel,
-    batch_stats,
-    create_config,
-    init_weights,
-    mode_seeking_loss,
-    paired_labels,
-    randn,
-    refresh_generator_batchnorm,
-    to_signed,
-)
-from training.families.layers import ConvGenerator, GeneratorSampler, down_stack, one_hot_maps
+from training.families.base import BaseConfig, init_weights
+from training.families.layers import ConvGenerator, as_is, down_stack, one_hot_maps
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ("truncation",)
 
-PRESETS = {
-    "default": {},
-    "seed": {
-        "g_cond": "concat",
-        "mode_seeking": 0.0,
-        "aux_weight": 0.0,
-        "minibatch_std": False,
-        "loss": "bce",
-        "lr": 1e-3,
-        "beta1": 0.9,
-        "spectral_norm": False,
-        "projection": False,
-    },
-}
-
 
 @dataclass(frozen=True)
-class Config:
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    variant: str = "default"
+class Config(BaseConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "seed": {
+            "g_cond": "concat",
+            "mode_seeking": 0.0,
+            "aux_weight": 0.0,
+            "minibatch_std": False,
+            "loss": "bce",
+            "lr": 1e-3,
+            "beta1": 0.9,
+            "spectral_norm": False,
+            "projection": False,
+        },
+    }
+
     latent_dim: int = 64
     g_cond: str = "concat"  # generator conditioning: cbn (class-conditional batch norm) | concat
     embed_dim: int = 16  # label embedding size when g_cond is concat
@@ -94,10 +84,6 @@ class Config:
     beta1: float = 0.5
     beta2: float = 0.999
 
-    @classmethod
-    def create(cls, variant: str = "default", **fields) -> Config:
-        return create_config(cls, PRESETS, variant, **fields)
-
     def __post_init__(self) -> None:
         parse_policy(self.augment)
         if not 0.0 < self.truncation <= 1.0:
@@ -118,7 +104,7 @@ class Discriminator(nn.Module):
         self.minibatch_std = cfg.minibatch_std
         in_ch = cfg.channels + (cfg.num_classes if self.concat else 0)
         self.features, ch, size = down_stack(in_ch, cfg.image_size, cfg.d_width, sn=cfg.spectral_norm)
-        wrap = spectral_norm if cfg.spectral_norm else (lambda m: m)
+        wrap = spectral_norm if cfg.spectral_norm else as_is
         self.feat_dim = ch * size * size + (size * size if cfg.minibatch_std else 0)
         self.head = wrap(nn.Linear(self.feat_dim, 1))
         self.aux = nn.Linear(self.feat_dim, cfg.num_classes) if cfg.conditional and cfg.aux_weight else None
@@ -141,24 +127,22 @@ class Discriminator(nn.Module):
         return out, (self.aux(h) if self.aux is not None else None)
 
 
-class Model(FamilyModel):
+class Model(GeneratorCritic):
+    critic_name = "discriminator"
+    config: Config
+    discriminator: Discriminator
+
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
-        c = config
-        self.inputs = ("z", "label") if c.conditional else ("z",)
-        self.generator = ConvGenerator(
-            c.latent_dim, c.num_classes, c.embed_dim, c.channels, c.image_size, c.g_width, c.g_cond
-        )
-        self.discriminator = Discriminator(c)
-        self.generator.apply(init_weights)
-        if not c.spectral_norm:
+        super().__init__(config, Discriminator)
+        if not config.spectral_norm:
             self.discriminator.apply(init_weights)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
-        self.augment_policy = parse_policy(c.augment)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema else None
+        self.augment_policy = parse_policy(config.augment)
         self.d_only_steps = 0  # set by after_resume_from_weights; not saved, it begins a run
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
         if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
             # a checkpoint from before the average was switched on: start it at the current weights
             ema = {
@@ -167,36 +151,38 @@ class Model(FamilyModel):
                 if k.startswith("generator.")
             }
             state_dict = {**state_dict, **ema}
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        loaded: _IncompatibleKeys = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return loaded
 
     def after_resume_from_weights(self) -> None:
         # on new images (fine-tuning) the critic must catch up before it teaches the generator
         self.d_only_steps = self.config.d_warmup
 
+    def critic_only(self) -> bool:
+        if self.d_only_steps <= 0:
+            return False
+        self.d_only_steps -= 1
+        return True
+
+    def after_step(self) -> None:
+        if self.generator_ema is not None:
+            self._update_ema(self.generator_ema)
+
     @torch.no_grad()
-    def _update_ema(self) -> None:
-        for avg, new in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+    def _update_ema(self, average: ConvGenerator) -> None:
+        for avg, new in zip(average.parameters(), self.generator.parameters(), strict=True):
             avg.lerp_(new, 1.0 - self.config.ema)
-        for avg, new in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            avg.copy_(new)
+        for avg_buffer, new_buffer in zip(average.buffers(), self.generator.buffers(), strict=True):
+            avg_buffer.copy_(new_buffer)
 
     @property
     def sampled_generator(self) -> ConvGenerator:
         return self.generator_ema if self.generator_ema is not None else self.generator
 
-    def configure_optimizers(self):
-        c = self.config
-        betas = (c.beta1, c.beta2)
-        return {
-            "g": torch.optim.Adam(self.generator.parameters(), c.lr, betas=betas),
-            "d": torch.optim.Adam(self.discriminator.parameters(), c.lr, betas=betas),
-        }
+    def truncation(self) -> float:
+        return self.config.truncation
 
-    def _fake(self, n: int, label: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        z = randn(n, self.config.latent_dim, device=label.device, gen=gen)
-        return torch.tanh(self.generator(z, label))
-
-    def _as_discriminator_sees(self, images: torch.Tensor) -> torch.Tensor:
+    def seen(self, images: torch.Tensor) -> torch.Tensor:
         return augment(images, self.augment_policy) if self.augment_policy else images
 
     def _aux(self, logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
@@ -217,50 +203,13 @@ class Model(FamilyModel):
             adv = bce(d_real, ones) + bce(d_fake, zeros)
         return adv + self._aux(c_real, y)  # the classifier learns from real images only
 
-    def g_loss(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d_fake, c_fake = self.discriminator(fake, y)
+    def g_loss(
+        self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, y_fake: torch.Tensor
+    ) -> torch.Tensor:
+        d_fake: torch.Tensor
+        d_fake, c_fake = self.discriminator(self.seen(fake), y_fake)
         if self.config.loss == "hinge":
             adv = -d_fake.mean()
         else:
             adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))  # non-saturating
-        return adv + self._aux(c_fake, y)
-
-    def train_step(self, x, y, opts):
-        self.train()
-        c = self.config
-        real = to_signed(x)
-        y_fake = paired_labels(y) if c.mode_seeking else y
-        z = torch.randn(x.shape[0], c.latent_dim, device=x.device)
-        fake = torch.tanh(self.generator(z, y_fake))
-        seen = self._as_discriminator_sees
-        d_loss = self.d_loss(seen(real), seen(fake.detach()), y, y_fake)
-        opts["d"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        opts["d"].step()
-        if self.d_only_steps > 0:
-            self.d_only_steps -= 1
-            return {"d_loss": d_loss.item(), "g_loss": float("nan")}
-        g_loss = self.g_loss(seen(fake), y_fake)
-        if c.mode_seeking:
-            g_loss = g_loss + c.mode_seeking * mode_seeking_loss(fake, z)
-        opts["g"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        opts["g"].step()
-        if self.generator_ema is not None:
-            self._update_ema()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
-
-    @torch.no_grad()
-    def probe_loss(self, x, y, gen):
-        with batch_stats(self):
-            return self.d_loss(to_signed(x), self._fake(x.shape[0], y, gen), y).item()
-
-    def before_sampling(self, gen: torch.Generator) -> None:
-        c = self.config
-        # statistics of untruncated z: refreshed on truncated z, the first batch norm would
-        # scale fc(z) back up and undo the truncation
-        refresh_generator_batchnorm(self.sampled_generator, c.latent_dim, c.num_classes, gen)
-
-    def sampler(self) -> nn.Module:
-        c = self.config
-        return GeneratorSampler(self.sampled_generator, c.conditional, c.truncation).eval()
+        return adv + self._aux(c_fake, y_fake)

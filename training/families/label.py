@@ -17,35 +17,33 @@ a typical image of each class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.families.base import (
-    ExportSpec,
+    BaseConfig,
     FamilyModel,
+    Optimizers,
     batch_stats,
-    create_config,
     init_weights,
+    optimiser_step,
     upsample_plan,
 )
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ()
 
-PRESETS = {
-    "default": {},
-    "seed": {"width": 64, "lr": 1e-3, "beta1": 0.9},
-}
-
 
 @dataclass(frozen=True)
-class Config:
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    variant: str = "default"
+class Config(BaseConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "seed": {"width": 64, "lr": 1e-3, "beta1": 0.9},
+    }
+
     latent_dim: int = 0  # deterministic: label only
     width: int = 16  # channels of the last hidden map; the 7x7 map has 4*width (seed: 256)
     lr: float = 2e-3
@@ -56,10 +54,6 @@ class Config:
     # of the per-image loss over the batch), which draws a sharp typical item instead of a blur.
     loss: str = "softmin"
     temperature: float = 0.02  # softmin temperature, in units of per-image BCE
-
-    @classmethod
-    def create(cls, variant: str = "default", **fields) -> Config:
-        return create_config(cls, PRESETS, variant, **fields)
 
 
 class Generator(nn.Module):
@@ -90,7 +84,8 @@ class Generator(nn.Module):
     def forward(self, label: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(label, self.num_classes).float()
         h = self.fc(onehot).view(-1, self.ch, self.base, self.base)  # (B, 4w, 7, 7)
-        return self.net(h)  # logits (B, C, 28, 28)
+        logits: torch.Tensor = self.net(h)  # (B, C, 28, 28)
+        return logits
 
 
 class SeedGenerator(nn.Module):
@@ -125,7 +120,8 @@ class SeedGenerator(nn.Module):
 
     def forward(self, label: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(label, self.num_classes).float()
-        return self.net(self.fc(onehot).view(-1, self.ch, self.base, self.base))  # logits
+        logits: torch.Tensor = self.net(self.fc(onehot).view(-1, self.ch, self.base, self.base))
+        return logits
 
 
 def pixel_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -151,6 +147,7 @@ class Sampler(nn.Module):
 
 class Model(FamilyModel):
     inputs = ("label",)
+    config: Config
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -159,7 +156,7 @@ class Model(FamilyModel):
         self.generator = SeedGenerator(config) if self.seed else Generator(config)
         self.generator.apply(init_weights)
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self) -> Optimizers:
         c = self.config
         return {"g": torch.optim.Adam(self.generator.parameters(), c.lr, betas=(c.beta1, c.beta2))}
 
@@ -180,21 +177,16 @@ class Model(FamilyModel):
         target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-8)
         return -(target * torch.log_softmax(logits.reshape(b, -1), dim=1)).sum(dim=1).mean()
 
-    def train_step(self, x, y, opts):
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, opts: Optimizers) -> dict[str, float]:
         self.train()
         loss = self.loss(x, y)
-        opts["g"].zero_grad(set_to_none=True)
-        loss.backward()
-        opts["g"].step()
+        optimiser_step(opts["g"], loss)
         return {"loss": loss.item()}
 
     @torch.no_grad()
-    def probe_loss(self, x, y, gen):
+    def probe_loss(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
         with batch_stats(self):
             return self.loss(x, y).item()
 
     def sampler(self) -> nn.Module:
         return Sampler(self.generator, self.seed).eval()
-
-    def export_specs(self) -> dict[str, ExportSpec]:
-        return super().export_specs()

@@ -25,10 +25,12 @@ class CondBatchNorm2d(nn.Module):
             nn.init.zeros_(self.bias.weight)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
-        h = self.bn(x)
+        h: torch.Tensor = self.bn(x)
         if not self.conditional:
             return h
-        return h * (1.0 + self.gain(label))[:, :, None, None] + self.bias(label)[:, :, None, None]
+        gain: torch.Tensor = self.gain(label)
+        bias: torch.Tensor = self.bias(label)
+        return h * (1.0 + gain)[:, :, None, None] + bias[:, :, None, None]
 
 
 class ConvGenerator(nn.Module):
@@ -80,7 +82,8 @@ class ConvGenerator(nn.Module):
         h = F.relu(self.norms[0](h, label))
         for up, norm in zip(self.ups, self.norms[1:], strict=True):
             h = F.relu(norm(up(h), label))  # x2
-        return self.out(h)  # (B, C, H, W), pre-activation
+        out: torch.Tensor = self.out(h)  # (B, C, H, W), pre-activation
+        return out
 
 
 def down_stack(
@@ -89,7 +92,7 @@ def down_stack(
     """Conv x1/2 stages down to the generator's base size: 28 -> 14 -> 7, 64 -> 32 -> 16 -> 8.
     Returns (stack, out channels, out size)."""
     base, stages = upsample_plan(image_size)
-    wrap = spectral_norm if sn else (lambda m: m)
+    wrap = spectral_norm if sn else as_is
     layers: list[nn.Module] = []
     ch_in, ch = channels, width
     for _ in range(stages):
@@ -100,6 +103,18 @@ def down_stack(
         ]
         ch_in, ch = ch, ch * 2
     return nn.Sequential(*layers), ch_in, base
+
+
+def as_is(module: nn.Module) -> nn.Module:
+    """No wrapper: a layer without spectral norm."""
+    return module
+
+
+def given(label: torch.Tensor | None) -> torch.Tensor:
+    """The label that a class-conditional net needs."""
+    if label is None:
+        raise ValueError("a class-conditional net needs a label")
+    return label
 
 
 def one_hot_maps(label: torch.Tensor, num_classes: int, size: int) -> torch.Tensor:

@@ -13,29 +13,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.families.base import ExportSpec, FamilyModel, create_config, randn, upsample_plan
-from training.families.layers import down_stack, one_hot_maps
+from training.families.base import (
+    BaseConfig,
+    ExportSpec,
+    FamilyModel,
+    Optimizers,
+    optimiser_step,
+    randn,
+    upsample_plan,
+)
+from training.families.layers import down_stack, given, one_hot_maps
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ("temperature",)
 
-PRESETS = {
-    "default": {},
-    "seed": {"conditional": False, "latent_dim": 2, "kernel": 3, "hidden": 16, "width": 32, "lr": 1e-3},
-}
-
 
 @dataclass(frozen=True)
-class Config:
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    variant: str = "default"
+class Config(BaseConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        "seed": {"conditional": False, "latent_dim": 2, "kernel": 3, "hidden": 16, "width": 32, "lr": 1e-3},
+    }
+
     conditional: bool = True
     latent_dim: int = 16
     width: int = 32  # encoder: (B, w, 14, 14) -> (B, 2w, 7, 7); decoder mirrors it
@@ -57,10 +62,6 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.999
 
-    @classmethod
-    def create(cls, variant: str = "default", **fields) -> Config:
-        return create_config(cls, PRESETS, variant, **fields)
-
     @property
     def is_conditional(self) -> bool:
         return self.conditional and self.num_classes > 1
@@ -77,18 +78,18 @@ class Encoder(nn.Module):
             cfg.channels + extra, cfg.image_size, cfg.width, kernel=cfg.kernel, act="relu"
         )
         feat = ch * size * size
+        self.hidden: nn.Module = nn.Identity()
         if cfg.hidden:
             self.hidden = nn.Sequential(nn.Linear(feat, cfg.hidden), nn.ReLU(True))
             feat = cfg.hidden
-        else:
-            self.hidden = nn.Identity()
         self.head = nn.Linear(feat, 2 * cfg.latent_dim)
 
     def forward(
         self, image: torch.Tensor, label: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.is_conditional:
-            image = torch.cat([image, one_hot_maps(label, self.cfg.num_classes, image.shape[-1])], dim=1)
+            planes = one_hot_maps(given(label), self.cfg.num_classes, image.shape[-1])
+            image = torch.cat([image, planes], dim=1)
         h = self.hidden(self.features(image).flatten(1))
         mu, logvar = self.head(h).chunk(2, dim=1)
         return mu, logvar
@@ -123,13 +124,14 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.is_conditional:
-            z = torch.cat([z, F.one_hot(label, self.cfg.num_classes).float()], dim=1)
-        h = self.fc(z).view(-1, self.ch, self.base, self.base)
+            z = torch.cat([z, F.one_hot(given(label), self.cfg.num_classes).float()], dim=1)
+        h: torch.Tensor = self.fc(z).view(-1, self.ch, self.base, self.base)
         if not self.label_every_stage:
-            return self.net(h)  # logits
+            logits: torch.Tensor = self.net(h)
+            return logits
         for layer in self.net:
             if isinstance(layer, nn.ConvTranspose2d):  # (B, ch, s, s) -> (B, ch + K, s, s)
-                h = torch.cat([h, one_hot_maps(label, self.cfg.num_classes, h.shape[-1])], dim=1)
+                h = torch.cat([h, one_hot_maps(given(label), self.cfg.num_classes, h.shape[-1])], dim=1)
             h = layer(h)
         return h  # logits
 
@@ -227,6 +229,8 @@ class StandardisedEncoder(nn.Module):
 
 
 class Model(FamilyModel):
+    config: Config
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
@@ -239,11 +243,13 @@ class Model(FamilyModel):
             else None
         )
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> Optimizers:
         c = self.config
         return {"vae": torch.optim.Adam(self.parameters(), c.lr, betas=(c.beta1, c.beta2))}
 
-    def losses(self, x, y, gen=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x, y)
         z = mu + torch.exp(0.5 * logvar) * randn(*mu.shape, device=mu.device, gen=gen)
         logits = self.decoder(z, y)
@@ -252,17 +258,15 @@ class Model(FamilyModel):
         kl = gaussian_kl(mu, logvar, *(self.prior(y) if self.prior is not None else ())) / b
         return recon, kl
 
-    def train_step(self, x, y, opts):
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, opts: Optimizers) -> dict[str, float]:
         self.train()
         recon, kl = self.losses(x, y)
         loss = recon + self.config.kl_weight * kl
-        opts["vae"].zero_grad(set_to_none=True)
-        loss.backward()
-        opts["vae"].step()
+        optimiser_step(opts["vae"], loss)
         return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
     @torch.no_grad()
-    def probe_loss(self, x, y, gen):
+    def probe_loss(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
         self.eval()
         recon, kl = self.losses(x, y, gen)
         return (recon + self.config.kl_weight * kl).item()
