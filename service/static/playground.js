@@ -1,7 +1,9 @@
 // The imagegen playground: plain JavaScript, no build step. Every control regenerates
 // (debounced); the state lives in the URL's hash so a view can be shared; errors are shown as
 // text (textContent only, never innerHTML); an API key, asked for when the server answers 401,
-// is kept in sessionStorage and sent as `Authorization: Bearer`.
+// is kept in sessionStorage and sent as `Authorization: Bearer`. What is on show always belongs to
+// the current controls: a model change keeps the class by name (or says why not) and drops an
+// upload made for another dataset; a failed request clears the output of the one before.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -11,7 +13,13 @@ const VIEWS = ["image", "grid", "interpolate", "reconstruct"];
 // State fields kept in the URL hash, with the control each one reads from.
 const FIELDS = { model: "model", class: "klass", seed: "seed", n: "n", seed_b: "seed-b", steps: "steps", cols: "cols" };
 
-const state = { models: {}, view: "image", objectUrl: null, generation: 0, timer: null, lastUpload: null };
+// classesFor: the model the class list was built for (its names are what a new model is matched
+// on); upload: the file to reconstruct and the dataset of the model it was chosen for; curlFor:
+// the request generation the curl line was written for.
+const state = {
+  models: {}, view: "image", objectUrl: null, generation: 0, timer: null,
+  classesFor: null, upload: null, curlFor: 0,
+};
 
 class ApiError extends Error {
   constructor(status, code, message) {
@@ -71,9 +79,11 @@ function applyState(saved) {
     $("model").value = saved.model;
   }
   fillClasses();
+  fitUpload();
   for (const [name, id] of Object.entries(FIELDS)) {
     if (name !== "model" && saved[name] !== undefined) $(id).value = saved[name];
   }
+  if (saved.class !== undefined) showNotice(null); // the link's class stands
   setView(VIEWS.includes(saved.view) ? saved.view : "image");
 }
 
@@ -116,20 +126,79 @@ function current() { return state.models[$("model").value]; }
 function hasEncoder(m) { return Boolean(m && m.manifest && m.manifest.extra_onnx && m.manifest.extra_onnx.encoder); }
 function hasLatent(m) { return Boolean(m && m.manifest && "z" in m.manifest.inputs); }
 
+function classLabel(m, i) {
+  const name = m.manifest.class_names[i];
+  return name === String(i) ? name : `${i}: ${name}`;
+}
+
+/** The index of `name` among the model's classes, ignoring case; -1 where it has none. */
+function classIndex(m, name) {
+  const wanted = name.toLowerCase();
+  return m.manifest.class_names.findIndex((n) => n.toLowerCase() === wanted);
+}
+
+/** Where a class name the current model lacks can be found: "Bag is a fashion class (gan-fashion,
+ *  …)", or "" where no ready model has it. */
+function classElsewhere(name) {
+  const holders = Object.values(state.models)
+    .filter((x) => x.state === "ready" && x.conditional && !x.baseline && classIndex(x, name) >= 0);
+  if (!holders.length) return "";
+  const datasets = [...new Set(holders.map((x) => x.dataset))].join("/");
+  return ` (${name} is a ${datasets} class: ${holders.map((x) => x.id).join(", ")})`;
+}
+
+/** Fills the class list for the current model. A class chosen for the model before is kept by
+ *  name (case-insensitive, as names are what the user picked); where the new model has no class
+ *  of that name, the first class is chosen and the notice says so. */
 function fillClasses() {
-  const m = current();
+  const before = state.models[state.classesFor];
   const select = $("klass");
-  const keep = select.value;
+  const chosen = before && before.conditional && !select.disabled && select.value !== ""
+    ? before.manifest.class_names[Number(select.value)] : null;
+  const m = current();
+  state.classesFor = m ? m.id : null;
+  showNotice(null);
   select.length = 1;
   select.disabled = !m || !m.conditional;
-  if (select.disabled) return;
-  m.manifest.class_names.forEach((name, i) => {
+  if (select.disabled) {
+    if (m && chosen !== null) showNotice(`${m.id} takes no class: class ${chosen} is not used.`);
+    return;
+  }
+  m.manifest.class_names.forEach((_, i) => {
     const opt = document.createElement("option");
     opt.value = String(i);
-    opt.textContent = name === String(i) ? name : `${i}: ${name}`;
+    opt.textContent = classLabel(m, i);
     select.appendChild(opt);
   });
-  select.value = Number(keep) < m.manifest.num_classes ? keep : "";
+  if (chosen === null) { select.value = ""; return; }
+  const index = classIndex(m, chosen);
+  select.value = String(Math.max(index, 0));
+  if (index < 0) {
+    showNotice(`${m.id} has no class ${chosen}${classElsewhere(chosen)}; the class is now ${classLabel(m, 0)}.`);
+  }
+}
+
+function showNotice(text) {
+  $("notice").hidden = !text;
+  $("notice").textContent = text || "";
+}
+
+/** An upload chosen for one dataset's model does not fit another dataset's (other subjects, often
+ *  another size): switching to such a model drops it and what was drawn from it, saying so. */
+function fitUpload() {
+  const m = current();
+  if (state.upload && m && state.upload.dataset !== m.dataset) {
+    const { file, dataset } = state.upload;
+    state.upload = null;
+    $("file").value = "";
+    clearReconstruction();
+    showUpload(`${file.name} was for the ${dataset} models and is set aside: drop a ${m.dataset} image for ${m.id}.`);
+  }
+}
+
+function showUpload(note) {
+  const u = state.upload;
+  $("upload-name").textContent = u ? `Reconstructing ${u.file.name} (for the ${u.dataset} models).` : note || "";
 }
 
 function fact(dl, name, value) {
@@ -214,7 +283,33 @@ function gridPlan() {
   return { body, classes, cols };
 }
 
-function setCurl(text) { $("curl").textContent = text; }
+function setCurl(text) {
+  $("curl").textContent = text;
+  $("copy-curl").disabled = !text;
+  state.curlFor = state.generation;
+}
+
+/** A word for the shell: as is where that is safe, else single-quoted. */
+function shellWord(word) { return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`; }
+
+function clearReconstruction() {
+  $("recon-in").removeAttribute("src");
+  $("recon-out").removeAttribute("src");
+  $("recon-caption").textContent = "reconstruction";
+}
+
+/** Removes what earlier requests drew, so that an error never stands beside output (or a
+ *  download) that no longer matches the controls. */
+function clearOutput() {
+  if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+  state.objectUrl = null;
+  $("img").removeAttribute("src");
+  $("interp-img").removeAttribute("src");
+  $("grid").replaceChildren();
+  clearReconstruction();
+  $("download").hidden = true;
+  $("download").removeAttribute("href");
+}
 
 function showImage(img, blob, file) {
   if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
@@ -241,8 +336,8 @@ async function renderGrid() {
   return () => {
     const grid = $("grid");
     grid.replaceChildren();
-    grid.style.gridTemplateColumns = `auto repeat(${plan.cols}, minmax(0, 1fr))`;
-    const names = current().manifest.class_names;
+    grid.style.gridTemplateColumns = `auto repeat(${plan.cols}, minmax(0, var(--cell)))`;
+    const { class_names: names, image } = current().manifest;
     plan.classes.forEach((c, row) => {
       const label = document.createElement("span");
       label.className = "row-label";
@@ -253,6 +348,7 @@ async function renderGrid() {
         const img = document.createElement("img");
         img.alt = `seed ${item.seed}` + (c === null ? "" : `, class ${names[c]}`);
         img.title = img.alt;
+        img.style.aspectRatio = `${image.width} / ${image.height}`; // square cells before the pixels arrive
         img.src = `data:image/png;base64,${item.png_base64}`;
         grid.appendChild(img);
       }
@@ -265,13 +361,18 @@ async function renderReconstruct() {
   const m = current();
   const params = baseParams();
   params.set("format", "json");
-  setCurl(`curl -o reconstruction.png${keyHeader()} -H 'Content-Type: image/png' --data-binary @digit.png '${location.origin}/v1/reconstruct?${baseParams()}'`);
   if (!hasEncoder(m)) {
     const vaes = Object.values(state.models).filter((x) => x.state === "ready" && hasEncoder(x)).map((x) => x.id);
     throw new ApiError(422, "no_encoder", `${m.id} has no encoder; reconstruction works with ${vaes.join(", ")}`);
   }
-  const file = state.lastUpload;
-  if (!file) return () => { $("status").textContent = "Drop an image to reconstruct it."; };
+  const file = state.upload && state.upload.file;
+  // The uploaded file by its name, or until there is one a name that says what to send.
+  const sent = file ? file.name : `${m.dataset}-image.png`;
+  const type = (file && file.type) || "image/png";
+  setCurl(`curl -o ${m.id}-reconstruction.png${keyHeader()} -H 'Content-Type: ${type}' --data-binary ${shellWord(`@${sent}`)} '${location.origin}/v1/reconstruct?${baseParams()}'`);
+  if (!file) {
+    return () => { clearReconstruction(); $("status").textContent = `Drop a ${m.dataset} image to reconstruct it.`; };
+  }
   const res = await api(`/v1/reconstruct?${params}`, {
     method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
   });
@@ -304,11 +405,14 @@ async function render() {
       apply = await renderGet($("interp-img"));
     } else apply = await renderGet($("img"));
     if (generation !== state.generation) return; // a newer request has started
-    apply();
     $("status").textContent = "";
+    apply();
   } catch (err) {
     if (generation !== state.generation) return;
     $("status").textContent = "";
+    clearOutput();
+    // The curl line stays where it is the request that failed; a refusal made here sent none.
+    if (state.curlFor !== generation) setCurl("");
     showError(err);
   } finally {
     if (generation === state.generation) $("stage").classList.remove("loading");
@@ -345,12 +449,21 @@ function setView(view) {
 
 function upload(file) {
   if (!file) return;
-  state.lastUpload = file;
+  const m = current();
+  state.upload = { file, dataset: m ? m.dataset : "" };
+  showUpload(null);
   render();
 }
 
+function modelChanged() {
+  fillClasses();
+  fitUpload();
+  showCard();
+}
+
 function wire() {
-  $("model").addEventListener("change", () => { fillClasses(); showCard(); schedule(); });
+  $("model").addEventListener("change", () => { modelChanged(); schedule(); });
+  $("klass").addEventListener("change", () => showNotice(null));
   for (const id of ["klass", "seed", "n", "seed-b", "steps", "cols"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
