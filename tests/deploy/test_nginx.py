@@ -40,6 +40,7 @@ from tests.deploy.proxy import (
     require_nginx,
     write_config,
 )
+from tests.deploy.test_monitoring import _stop, _wait
 
 MODELS = ("gan-mnist", "label-mnist")  # two small models: enough to serve, quick to load
 BURST_BOUND = 400  # most requests the rate test sends before it must have seen a 429
@@ -76,20 +77,6 @@ def _client(secrets: Secrets, source: str = "127.0.0.1", **kwargs: object) -> ht
     return httpx.Client(transport=transport, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
-def _wait_healthy(url: str, deadline_s: float, process: subprocess.Popen, log: Path) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise AssertionError(f"the service exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer 200 within {deadline_s} s: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def service(secrets: Secrets, root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`imagegen serve` on loopback, started as compose starts it: through serve-with-key.sh."""
@@ -109,15 +96,13 @@ def service(secrets: Secrets, root: Path, tmp_path_factory: pytest.TempPathFacto
     log = work / "serve.log"
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", 120, process, log)
+        try:
+            _wait(f"http://127.0.0.1:{port}/healthz", 120, process)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 @pytest.fixture
@@ -170,6 +155,22 @@ def test_tls_with_the_generated_certificate_and_the_key_reaches_the_service(
     # A control: the certificate is the self-signed one, which the system's CAs do not know.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"{proxy.url}/healthz", timeout=10)
+
+
+def test_images_behind_the_key_leave_the_proxy_private(proxy: Nginx, secrets: Secrets, service: str) -> None:
+    key = {"Authorization": f"Bearer {secrets.api_key}"}
+    seeded = "/generate?model=label-mnist&digit=7&seed=3"
+    # A control: the service itself marks a seeded image public (it is the same for everyone).
+    direct = httpx.get(f"http://{service}{seeded}", headers=key, timeout=30)
+    assert direct.status_code == 200 and direct.headers["cache-control"].startswith("public")
+    with _client(secrets) as client:
+        image = client.get(f"{proxy.url}{seeded}", headers=key)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.headers.get_list("cache-control") == ["private, max-age=86400"]
+        assert "Authorization" in image.headers["vary"]
+        # An unseeded image stays no-store, with nothing added.
+        fresh = client.get(f"{proxy.url}/generate?model=label-mnist&digit=7", headers=key)
+        assert fresh.headers.get_list("cache-control") == ["no-store"] and "vary" not in fresh.headers
 
 
 def test_plain_http_on_the_tls_port_gets_a_json_400(proxy: Nginx) -> None:
