@@ -74,14 +74,24 @@ def _host_port(service: dict) -> int:
     return int(str(service["ports"][0]).split(":")[-2])
 
 
+def _default(value: str) -> str:
+    """`${VAR:-default}` -> what compose uses when VAR is unset; anything else as it is."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def _volume_sources(service: dict) -> list[tuple[str, str]]:
+    """(source, container path) of each volume, sources with their defaults filled in."""
+    sources = []
+    for volume in service.get("volumes", []):
+        source, target = re.split(r":(?=/)", volume, maxsplit=1)
+        sources.append((_default(source), target.split(":")[0]))
+    return sources
+
+
 def _bind_mounts(service: dict) -> list[tuple[str, str]]:
     """(host path, container path) of each bind mount (a volume whose source is a path)."""
-    mounts = []
-    for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith((".", "/")):
-            mounts.append((source, target))
-    return mounts
+    return [(source, target) for source, target in _volume_sources(service) if source.startswith((".", "/"))]
 
 
 def _dashboard(root: Path) -> dict:
@@ -134,13 +144,22 @@ def test_schema_check_rejects_a_broken_compose_file(root: Path, tmp_path: Path) 
 
 def test_services_and_profiles(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"imagegen", "imagegen-cpu", "proxy", "proxy-cpu", "prometheus", "grafana"}
+    assert set(services) == {
+        "secrets",
+        "imagegen",
+        "imagegen-cpu",
+        "proxy",
+        "proxy-cpu",
+        "prometheus",
+        "grafana",
+    }
+    assert "profiles" not in services["secrets"], "every profile needs the key and the certificate"
     assert "profiles" not in services["imagegen"], "the GPU service is the default stack"
     assert "profiles" not in services["proxy"]
     assert services["imagegen-cpu"]["profiles"] == ["cpu"] and services["proxy-cpu"]["profiles"] == ["cpu"]
     assert "profiles" not in services["prometheus"] and "profiles" not in services["grafana"]
     # Prometheus must start with either imagegen service, so it may not depend on one.
-    assert "depends_on" not in services["prometheus"]
+    assert set(services["prometheus"].get("depends_on", {})) <= {"secrets"}
     assert _host_port(services["proxy"]) != _host_port(services["proxy-cpu"])
 
 
@@ -165,6 +184,8 @@ def test_builds_name_existing_dockerfile_targets(compose: dict, root: Path, dock
 
 def test_every_service_has_a_healthcheck(compose: dict) -> None:
     for name, service in compose["services"].items():
+        if service.get("restart") == "no":
+            continue  # a one-shot job (secrets): others wait for its exit status instead
         test = service.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
     for name in ("imagegen", "imagegen-cpu"):
@@ -176,7 +197,7 @@ def test_mounted_files_exist(compose: dict, root: Path) -> None:
     assert mounts
     for source, _ in mounts:
         assert (root / source).exists(), f"compose mounts {source}, which does not exist"
-    for volume in (v.split(":")[0] for s in compose["services"].values() for v in s.get("volumes", [])):
+    for volume, _ in (m for service in compose["services"].values() for m in _volume_sources(service)):
         assert volume.startswith((".", "/")) or volume in compose.get("volumes", {}), volume
 
 

@@ -31,9 +31,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, deadline_s: float) -> None:
+def _wait(url: str, deadline_s: float, process: subprocess.Popen | None = None) -> None:
+    """Until `url` answers 200; fails at once if `process` (the server) exits first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode} before {url} answered")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
