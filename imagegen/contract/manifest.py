@@ -1,6 +1,6 @@
 """The model manifest: the one contract shared by training (writes it) and the service (reads it).
 
-Layout of a model repository (DESIGN.md, the Triton/KServe shape)::
+Layout of a model repository (docs/design.md, the Triton/KServe shape)::
 
     models/<model-id>/manifest.json
     models/<model-id>/<version>/model.onnx
@@ -77,7 +77,7 @@ class EvaluationInfo(BaseModel):
 
 
 class QualityMetrics(BaseModel):
-    """DESIGN.md "Quality metrics": what `imagegen evaluate` measured on one model version.
+    """docs/design.md "Quality metrics": what `imagegen evaluate` measured on one model version.
 
     `class_accuracy*` and `worst_class*` exist for conditional models; `class_histogram` and
     `class_entropy*` (how evenly the classifier spreads the samples) for unconditional ones;
@@ -131,7 +131,7 @@ class TrainingRecord(BaseModel):
 
 
 class Manifest(BaseModel):
-    """One model id, describing its newest version (DESIGN.md, "Model repository")."""
+    """One model id, describing its newest version (docs/design.md, "Model repository")."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -196,7 +196,7 @@ class Manifest(BaseModel):
 
 
 def default_model_id(family: str, dataset: str, variant: str = "default") -> str:
-    """DESIGN.md's id: `<family>-<dataset>`, with `-seed` for the seeds' own settings."""
+    """docs/design.md's id: `<family>-<dataset>`, with `-seed` for the seeds' own settings."""
     return f"{family}-{dataset}" + ("-seed" if variant == "seed" else "")
 
 

@@ -1,6 +1,6 @@
 """Triton's model configuration (`models/<id>/config.pbtxt`) from a manifest.
 
-DESIGN.md's repository is Triton's layout; this file is what lets Triton serve it without
+docs/design.md's repository is Triton's layout; this file is what lets Triton serve it without
 guessing: the ONNX Runtime backend, the batch bound, the dynamic batcher, and each input and
 output with its type and dims (without the batch axis). `label` is a batch-only tensor ([-1]),
 which Triton cannot declare directly: it is `dims: [1]` reshaped to `[]`, Triton's idiom.

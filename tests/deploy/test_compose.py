@@ -3,7 +3,7 @@
 No Docker engine runs here, so the stack is checked statically: the compose file against the
 Compose specification's JSON schema (vendored in check-jsonschema as `vendor.compose-spec`),
 every file it builds from or mounts, the Prometheus targets against the compose services, and
-the Grafana dashboard's queries against the metric names of DESIGN.md.
+the Grafana dashboard's queries against the metric names of docs/design.md.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-# DESIGN.md's metrics, with their labels. Histograms also expose _bucket{le}, _sum, _count.
+# docs/design.md's metrics, with their labels. Histograms also expose _bucket{le}, _sum, _count.
 METRICS = {
     "imagegen_requests_total": {"route", "model", "status"},
     "imagegen_request_seconds": {"route", "model"},
@@ -28,7 +28,7 @@ METRICS = {
     "imagegen_queue_depth": {"model"},
     "imagegen_images_total": {"model"},
     "imagegen_model_ready": {"model"},
-    # Beyond DESIGN.md: a request's time split into waiting and encoding (service/metrics.py).
+    # Beyond docs/design.md: a request's time split into waiting and encoding (service/metrics.py).
     "imagegen_queue_seconds": {"model"},
     "imagegen_encode_seconds": {"model"},
 }

@@ -1,4 +1,4 @@
-"""Bad input -> a 4xx in DESIGN.md's error shape, naming what was wrong and what is allowed; never a 5xx."""
+"""Bad input -> a 4xx in the error shape of docs/design.md, naming what was wrong and what is allowed."""
 
 from __future__ import annotations
 

@@ -492,11 +492,6 @@ def test_docs_render_offline(browser: Any, server: Server, tmp_path: Path) -> No
     _local_resources(browser, server.url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the docs' CSP (service/routers/docs.py DOCS_CSP) needs `img-src 'self' data: blob:`: "
-    "Swagger draws a PNG response from a blob: URL; drop this mark with that change",
-)
 def test_docs_try_it_out_shows_the_png(browser: Any, server: Server, catalog: list[dict[str, Any]]) -> None:
     by_id(catalog, "gan-mnist")
     browser.get_log("browser")

@@ -46,7 +46,7 @@ REDOC_JS = f"{STATIC}/vendor/redoc/redoc.standalone.js"
 # The docs pages may load nothing from elsewhere: ReDoc's footer asks a CDN for its logo (the
 # bundle hides the image when that fails), and this keeps any such request from leaving at all.
 DOCS_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:"
 )
 
