@@ -16,6 +16,10 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
+    def _seconds(self, name: str, documentation: str, labels: list[str]) -> Histogram:
+        """A latency histogram on this registry, with the buckets every one of them shares."""
+        return Histogram(name, documentation, labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -25,35 +29,25 @@ class Metrics:
             ["route", "model", "status"],
             registry=r,
         )
-        self.request_seconds = Histogram(
-            "imagegen_request_seconds",
-            "HTTP request latency in seconds.",
-            ["route", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = self._seconds(
+            "imagegen_request_seconds", "HTTP request latency in seconds.", ["route", "model"]
         )
         # A request's time in the service is queue wait + inference + encoding, each its own
         # histogram (as Triton separates queue and compute time).
-        self.queue_seconds = Histogram(
+        self.queue_seconds = self._seconds(
             "imagegen_queue_seconds",
             "Seconds a request waited in its model's queue before its first run.",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.inference_seconds = Histogram(
+        self.inference_seconds = self._seconds(
             "imagegen_inference_seconds",
             "Seconds per successful ONNX Runtime run (inference only, no encoding), by model.",
             ["model", "provider"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.encode_seconds = Histogram(
+        self.encode_seconds = self._seconds(
             "imagegen_encode_seconds",
             "Seconds to encode one finished request's images (PNG, base64 or NPY).",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
         self.batch_size = Histogram(
             "imagegen_batch_size",

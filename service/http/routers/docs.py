@@ -63,11 +63,13 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(with_enums(spec, ctx.registry))
 
 
+_PAGE: dict[str, Any] = {"openapi_url": "/openapi.json", "title": "imagegen API"}
+
+
 @router.get("/docs")
 async def docs() -> HTMLResponse:
     page = get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="imagegen API",
+        **_PAGE,
         swagger_js_url=SWAGGER_JS,
         swagger_css_url=SWAGGER_CSS,
         swagger_favicon_url=FAVICON,
@@ -80,8 +82,7 @@ async def docs() -> HTMLResponse:
 @router.get("/redoc")
 async def redoc() -> HTMLResponse:
     page = get_redoc_html(
-        openapi_url="/openapi.json",
-        title="imagegen API",
+        **_PAGE,
         redoc_js_url=REDOC_JS,
         redoc_favicon_url=FAVICON,
         with_google_fonts=False,
