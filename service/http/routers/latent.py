@@ -57,7 +57,7 @@ router = APIRouter(
     responses=error_responses(*KEYED_ERRORS, 404, 422, 503),
 )
 
-T = TypeVar("T")
+T = TypeVar("T", InterpolateQuery, ReconstructQuery)
 log = logging.getLogger("imagegen.routes")
 
 
@@ -79,11 +79,7 @@ log = logging.getLogger("imagegen.routes")
 async def interpolate(request: Request) -> Response:
     """`/interpolate?model=gan-mnist&seed_a=1&seed_b=2&steps=8`: images of the slerp between the
     two seeds' latents (image 0 is /sample's image of seed_a, the last one seed_b's), one class."""
-    ctx = context(request)
-    call = http_call(request)
-    await ctx.plane.enter(call)
-    query = _read(ctx, InterpolateQuery, request)
-    served = ctx.plane.resolve(call, query.model, query.dataset)
+    ctx, call, query, served = await _entered(request, InterpolateQuery)
     manifest = served.require_manifest()
     if "z" not in manifest.inputs:
         raise ParameterNotSupported(
@@ -175,11 +171,7 @@ async def interpolate(request: Request) -> Response:
 async def reconstruct(request: Request) -> Response:
     """The encoder's mean (mu) of the image, drawn back by the decoder. Without `class=` a
     conditional VAE tries every class and keeps the closest reconstruction (`X-Class`)."""
-    ctx = context(request)
-    call = http_call(request)
-    await ctx.plane.enter(call)
-    query = _read(ctx, ReconstructQuery, request)
-    served = ctx.plane.resolve(call, query.model, query.dataset)
+    ctx, call, query, served = await _entered(request, ReconstructQuery)
     manifest = served.require_manifest()
     if not latent.has_encoder(manifest):
         raise ParameterNotSupported(
@@ -284,9 +276,17 @@ def _load_encoder(encoders: latent.Encoders, served: ServedModel) -> latent.Enco
 # -- shared -----------------------------------------------------------------------------------
 
 
+async def _entered(request: Request, model: type[T]) -> tuple[Context, Call, T, ServedModel]:
+    """The route's context and call (past the early-retry hold), its query and its model."""
+    ctx, call = context(request), http_call(request)
+    await ctx.plane.enter(call)
+    query = _read(ctx, model, request)
+    return ctx, call, query, ctx.plane.resolve(call, query.model, query.dataset)
+
+
 def _read(ctx: Context, model: type[T], request: Request) -> T:
     try:
-        return read_query_as(model, request.query_params.multi_items())  # type: ignore[type-var]
+        return read_query_as(model, request.query_params.multi_items())
     except InvalidParameter as exc:
         if exc.details.get("parameter") == "model":
             exc.details["models"] = ctx.registry.ids()
