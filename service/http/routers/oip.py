@@ -134,7 +134,10 @@ def _per_model(
 @_per_model("", "Model metadata: versions, platform, inputs, outputs", "Model metadata of one version",
             responses=_MODEL_RESPONSES, response_class=JSONResponse)  # fmt: skip
 async def _model_metadata(request: Request, name: str, version: str) -> Response:
-    body = _service(request).model_metadata(name, version)
+    return _labelled_json(request, name, _service(request).model_metadata(name, version))
+
+
+def _labelled_json(request: Request, name: str, body: Any) -> Response:
     _label(request, name)
     return JSONResponse(body)
 
@@ -152,9 +155,7 @@ async def _model_ready(request: Request, name: str, version: str) -> Response:
 @_per_model("/config", "Triton's model configuration, as JSON", "Model configuration of one version",
             responses=_MODEL_RESPONSES, response_class=JSONResponse)  # fmt: skip
 async def _model_config(request: Request, name: str, version: str) -> Response:
-    body = _service(request).model_config(name, version)
-    _label(request, name)
-    return JSONResponse(body)
+    return _labelled_json(request, name, _service(request).model_config(name, version))
 
 
 @_per_model("/infer", "Inference: JSON tensors or the binary tensor data extension",

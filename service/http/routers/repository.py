@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -89,11 +90,17 @@ async def repository_index(request: Request) -> JSONResponse:
     return JSONResponse([_triton(e) for e in entries if not ready_only or e.state == "ready"])
 
 
-@router.post(
-    "/v2/repository/models/{name}/load",
-    summary="Load or reload a model from its folder",
-    responses=protocol_error_responses(404),
-)
+Handler = Callable[[Request, str], Awaitable[JSONResponse]]
+
+
+def _model_control(action: str, summary: str) -> Callable[[Handler], Handler]:
+    """POST /v2/repository/models/{name}/<action>, answering the protocol's errors."""
+    return router.post(
+        f"/v2/repository/models/{{name}}/{action}", summary=summary, responses=protocol_error_responses(404)
+    )
+
+
+@_model_control("load", "Load or reload a model from its folder")
 async def load_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
     parameters = await _parameters(request, allowed=set())
@@ -110,11 +117,7 @@ async def load_model(request: Request, name: str) -> JSONResponse:
     return _model_state(request, name)
 
 
-@router.post(
-    "/v2/repository/models/{name}/unload",
-    summary="Unload a model once its requests finish",
-    responses=protocol_error_responses(404),
-)
+@_model_control("unload", "Unload a model once its requests finish")
 async def unload_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
