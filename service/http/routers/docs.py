@@ -63,32 +63,31 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(with_enums(spec, ctx.registry))
 
 
-_PAGE: dict[str, Any] = {"openapi_url": "/openapi.json", "title": "imagegen API"}
+_PAGE: dict[str, Any] = {"openapi_url": "/openapi.json", "title": "imagegen API", "favicon": FAVICON}
+
+
+def _with_csp(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 @router.get("/docs")
 async def docs() -> HTMLResponse:
-    page = get_swagger_ui_html(
-        **_PAGE,
-        swagger_js_url=SWAGGER_JS,
-        swagger_css_url=SWAGGER_CSS,
-        swagger_favicon_url=FAVICON,
+    p = _PAGE
+    return _with_csp(get_swagger_ui_html(
+        openapi_url=p["openapi_url"], title=p["title"], swagger_js_url=SWAGGER_JS,
+        swagger_css_url=SWAGGER_CSS, swagger_favicon_url=p["favicon"],
         swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
-    )
-    page.headers["Content-Security-Policy"] = DOCS_CSP
-    return page
+    ))  # fmt: skip
 
 
 @router.get("/redoc")
 async def redoc() -> HTMLResponse:
-    page = get_redoc_html(
-        **_PAGE,
-        redoc_js_url=REDOC_JS,
-        redoc_favicon_url=FAVICON,
+    p = _PAGE
+    return _with_csp(get_redoc_html(
+        openapi_url=p["openapi_url"], title=p["title"], redoc_js_url=REDOC_JS, redoc_favicon_url=p["favicon"],
         with_google_fonts=False,
-    )
-    page.headers["Content-Security-Policy"] = DOCS_CSP
-    return page
+    ))  # fmt: skip
 
 
 @router.get("/v1/models/{model_id}/grid")
