@@ -4,8 +4,10 @@
 
 Per dataset, per family: our model(s) and the seed baseline (`baseline: true`, ids ending in
 `-seed`) in adjacent rows, with class accuracy (worst class named), fid_cls (with the floor),
-precision, recall, and the model's sample grid (`docs/grids/<id>.png`). A targets section
-checks the issue's goals against the numbers and says plainly which were missed.
+precision, recall, within-class diversity and the model's sample grid (`docs/grids/<id>.png`).
+Every figure is the one held to the lower of the two reference classifiers, followed by each
+classifier's own value. A targets section checks the issue's goals against the held numbers
+and says plainly which were missed.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ How it is measured (DESIGN.md, "Quality metrics"; code in `training/evaluate.py`
 - The served artifact is evaluated: the ONNX generator through onnxruntime, with the service's
   sampling contract (seeds 0..9,999; image *i* asks for class *i* mod *num_classes*, so 1,000
   per class), pixels clipped and rounded to 8 bits as in the PNGs the service returns.
-- No Inception weights can be downloaded here, so a small reference CNN per dataset, trained on
-  the train split only (`training/classifier.py`, kept in `classifiers/`), is the feature extractor.
+- No Inception weights can be downloaded here, so two reference classifiers per dataset, trained
+  on the train split only (`training/classifier.py`, kept in `classifiers/`), are the feature
+  extractors: `cnn` (VGG-style, flattened map) and `resnet` (residual, global average pooling,
+  another seed and run, trained with random shifts). Every figure is measured with both and the
+  table shows the lower (worse) of the two first, then `cnn / resnet`. Checkpoints are selected
+  with neither (`training/selection.py`: a third classifier, on seeds from 1,000,000).
 - **Class accuracy**: share of generated images of class *c* that the classifier calls *c*,
   overall and for the worst class. Unconditional models get the entropy of the predicted-class
   histogram instead (its maximum, log2 of the class count, means all classes equally often).
@@ -53,6 +59,9 @@ How it is measured (DESIGN.md, "Quality metrics"; code in `training/evaluate.py`
   real images inside the generated manifold (diversity). In brackets: real train images measured
   the same way, what a perfect generator would get. A deterministic class -> image model
   (the `label` family) gives one image per class, so its recall is near 0 by construction.
+- **within-class diversity**: per class, the RMS distance between two generated images of the
+  class over the same for real test images, averaged over classes (1 = as varied as the real
+  data; real train images score about 1); the least diverse class is named.
 - Emoji has no test split: the reference is its held-out 20% (`split_holdout(fraction=0.2,
   seed=0)`, which the classifier never saw); fid_cls, its floor and precision/recall compare
   equal-size sets (the first n generated images, n random train images, n = held-out size).
@@ -99,10 +108,22 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
+def _each(m: QualityMetrics, key: str, fmt: str) -> str:
+    """` (cnn a / resnet b)`: each classifier's own value of a held figure."""
+    figs = m.classifier_figures()
+    if len(figs) < 2:
+        return ""
+    values = [f"{name} " + ("—" if getattr(f, key) is None else format(getattr(f, key), fmt))
+              for name, f in figs.items()]
+    return f" ({' / '.join(values)})"
+
+
 def _class_cell(r: Row) -> str:
     m = r.m
     if m.class_accuracy is not None:
-        return f"{_pct(m.class_accuracy)} (worst: {m.worst_class} {_pct(m.worst_class_accuracy)})"
+        each_worst = _each(m, "worst_class_accuracy", ".1%")
+        worst = f"worst: {m.worst_class} {_pct(m.worst_class_accuracy)}{each_worst}"
+        return f"{_pct(m.class_accuracy)}{_each(m, 'class_accuracy', '.1%')}; {worst}"
     if m.class_entropy_bits is not None:
         bits = f"{m.class_entropy_bits:.2f} / {m.class_entropy_max_bits:.2f} bits"
         return f"unconditional: class entropy {bits}"
@@ -111,12 +132,20 @@ def _class_cell(r: Row) -> str:
 
 def _with_floor(m: QualityMetrics, key: str) -> str:
     floor = getattr(m, f"{key}_floor")
-    return f"{getattr(m, key):.3f}" + ("" if floor is None else f" ({floor:.3f})") + _matched(m, key, 3)
+    held = f"{getattr(m, key):.3f}" + ("" if floor is None else f" ({floor:.3f})")
+    return held + _each(m, key, ".3f") + _matched(m, key, 3)
 
 
 def _matched(m: QualityMetrics, key: str, digits: int) -> str:
     value = getattr(m, f"{key}_matched")
     return "" if value is None else f"; class-matched {value:.{digits}f}"
+
+
+def _diversity_cell(m: QualityMetrics) -> str:
+    if m.diversity_ratio is None:
+        return "—"
+    least = f"least: {m.least_diverse_class} {m.least_diverse_class_ratio:.2f}"
+    return f"{m.diversity_ratio:.2f}{_each(m, 'diversity_ratio', '.2f')}; {least}"
 
 
 def _grid_cell(model_id: str, grids_dir: Path, out_dir: Path) -> str:
@@ -134,13 +163,14 @@ def render_row(r: Row, grids_dir: Path, out_dir: Path) -> str:
     role = "seed baseline" if man.baseline else "ours"
     name = f"`{man.id}`" + (f" ({man.variant})" if man.variant not in ("default", "seed") else "")
     if not r.evaluated:
-        cells = [name, role, "not evaluated", "—", "—", "—", _grid_cell(man.id, grids_dir, out_dir)]
+        cells = [name, role, "not evaluated", "—", "—", "—", "—", _grid_cell(man.id, grids_dir, out_dir)]
     else:
         m = r.m
         cells = [
             name, role, _class_cell(r),
             f"{m.fid_cls:.2f} (floor {m.fid_cls_floor:.2f})" + _matched(m, "fid_cls", 2),
-            _with_floor(m, "precision"), _with_floor(m, "recall"), _grid_cell(man.id, grids_dir, out_dir),
+            _with_floor(m, "precision"), _with_floor(m, "recall"), _diversity_cell(m),
+            _grid_cell(man.id, grids_dir, out_dir),
         ]
     return "| " + " | ".join(cells) + " |"
 
@@ -200,21 +230,23 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
         METHOD,
         "## Reference classifiers",
         "",
-        "| dataset | test accuracy | evaluated on | sha256 (first 12) |",
-        "|---|---|---|---|",
+        "| dataset | classifier | role | architecture | test accuracy | evaluated on | sha256 (first 12) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in classifiers:
         lines.append(
-            f"| {c.dataset} | {100 * c.test_accuracy:.2f}% | {c.test_split}, "
-            f"{c.test_images:,} images | `{c.onnx.sha256[:12]}` |"
+            f"| {c.dataset} | {c.name} | {c.role} | {c.model_config_.get('arch', 'cnn')} | "
+            f"{100 * c.test_accuracy:.2f}% | {c.test_split}, {c.test_images:,} images | "
+            f"`{c.onnx.sha256[:12]}` |"
         )
     by_dataset: dict[str, list[Row]] = {}
     for r in rows:
         by_dataset.setdefault(r.manifest.dataset, []).append(r)
     order = [d for d in DATASET_ORDER if d in by_dataset] + sorted(set(by_dataset) - set(DATASET_ORDER))
     header = [
-        "| model | | class accuracy | fid_cls (floor) | precision (real) | recall (real) | samples |",
-        "|---|---|---|---|---|---|---|",
+        "| model | | class accuracy | fid_cls (floor) | precision (real) | recall (real) "
+        "| within-class diversity (real = 1) | samples |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in order:
         lines += ["", f"## {DATASET_TITLES.get(dataset, dataset)}", ""]
@@ -239,9 +271,9 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
 
 
 def load_classifiers(classifiers_dir: Path) -> list[ClassifierManifest]:
-    infos = [ClassifierManifest.read(p.parent) for p in sorted(classifiers_dir.glob("*/manifest.json"))]
+    infos = [ClassifierManifest.read(p.parent) for p in sorted(classifiers_dir.glob("**/manifest.json"))]
     rank = {d: i for i, d in enumerate(DATASET_ORDER)}
-    return sorted(infos, key=lambda c: (rank.get(c.dataset, len(rank)), c.dataset))
+    return sorted(infos, key=lambda c: (rank.get(c.dataset, len(rank)), c.dataset, c.role, c.name))
 
 
 def main(argv: list[str] | None = None) -> int:
