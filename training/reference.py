@@ -52,10 +52,10 @@ def onnx_session(path: Path, threads: int) -> ort.InferenceSession:
 class FeatureExtractor:
     """A classifier loaded from its folder (`classifiers/<dataset>[/<name>]/`)."""
 
-    def __init__(self, directory: Path, threads: int) -> None:
+    def __init__(self, directory: Path, threads: int, role: str = "reference") -> None:
         if not (directory / CLASSIFIER_MANIFEST_NAME).exists():
             raise EvaluationError(
-                f"no reference classifier at {directory} (missing {CLASSIFIER_MANIFEST_NAME}); "
+                f"no {role} classifier at {directory} (missing {CLASSIFIER_MANIFEST_NAME}); "
                 "train one with "
                 "`python -m training.classifier --dataset ... --out classifiers/`"
             )
@@ -106,7 +106,7 @@ def reference_extractors(classifiers_dir: Path, dataset: str, threads: int) -> l
 
 
 def selection_extractor(classifiers_dir: Path, dataset: str, threads: int) -> FeatureExtractor:
-    extractor = FeatureExtractor(classifiers_dir / dataset / SELECTION_CLASSIFIER, threads)
+    extractor = FeatureExtractor(classifiers_dir / dataset / SELECTION_CLASSIFIER, threads, role="selection")
     if extractor.info.role != "selection":
         raise EvaluationError(f"{dataset}/{SELECTION_CLASSIFIER}: a {extractor.info.role} classifier")
     return extractor

