@@ -1,20 +1,26 @@
-"""Reference classifiers: the feature extractor of the quality metrics (DESIGN.md, "Quality metrics").
+"""Train a classifier of generated images: the feature extractors of the quality metrics.
 
-No pretrained Inception weights can be had here, so each dataset gets a small CNN of its own,
+No pretrained Inception weights can be had here, so each dataset gets small nets of its own,
 trained on the train split only (image folders: on `split_holdout`'s train part), exported to
 ONNX with two outputs, `logits` and `features` (the penultimate layer), and kept in the
-repository beside a manifest:
+repository beside a manifest (`imagegen.contract.classifier`). Per dataset:
 
-    classifiers/<dataset>/model.onnx
-    classifiers/<dataset>/manifest.json
+    classifiers/<dataset>/          reference A, `cnn` (architecture cnn, width 16, seed 0)
+    classifiers/<dataset>/resnet/   reference B, `resnet` (architecture resnet, width 24, seed 1,
+                                    random shifts): another architecture, seed and training run
+    classifiers/<dataset>/select/   the selection classifier (cnn, width 8, seed 2, random shifts):
+                                    the only one `training.selection` ranks checkpoints with
 
-They live outside `models/` on purpose: the service loads everything under `models/`.
-Evaluation (`training.evaluate`) runs them through onnxruntime, so it needs no retraining.
+Reported figures (`imagegen evaluate`, export's gate) use both references and hold to the
+lower; selection uses neither (see `training.selection`). They live outside `models/` on purpose:
+the service loads everything under `models/`. Evaluation runs them through onnxruntime.
 
-    python -m training.classifier --dataset mnist --data-dir /work/shared/data --epochs 6 --out classifiers/
-    python -m training.classifier --dataset fashion --data-dir /work/shared/data --epochs 8 --out classifiers/
-    python -m training.classifier --dataset imagefolder --data-dir /work/shared/data/emoji --epochs 10 \
-        --out classifiers/
+    python -m training.classifier --dataset mnist --epochs 5 --out classifiers/
+    python -m training.classifier --dataset mnist --arch resnet --width 24 --seed 1 --shift 2 \
+        --epochs 4 --name resnet --out classifiers/
+    python -m training.classifier --dataset mnist --width 8 --seed 2 --shift 2 --epochs 3 \
+        --name select --role selection --out classifiers/
+    python -m training.classifier --dataset imagefolder --data-dir $IMAGEGEN_DATA_DIR/emoji ...
 """
 
 from __future__ import annotations
@@ -32,41 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.contract.classifier import ClassifierManifest
-from imagegen.contract.manifest import sha256_file
-from training.data import DatasetError, ImageDataset, load_dataset, split_holdout
-from training.evaluate import (
-    CLASSIFIER_MANIFEST,
-    CLASSIFIER_MODEL,
+from imagegen.contract.classifier import (
+    CLASSIFIER_MODEL_NAME,
     FEATURES_NAME,
     HOLDOUT_FRACTION,
     HOLDOUT_SEED,
     INPUT_NAME,
     LOGITS_NAME,
+    REFERENCE_CLASSIFIERS,
+    ClassifierManifest,
 )
-
-MODEL_FILE = CLASSIFIER_MODEL
-MANIFEST_FILE = CLASSIFIER_MANIFEST
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """The network: conv stages (conv-BN-ReLU, conv-BN-ReLU, 2x2 max-pool) down to <= 7 pixels."""
-
-    channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
-    width: int = 16  # channels of the first stage, doubled per stage up to 4x
-    feature_dim: int = 128  # size of the penultimate layer: the space FID and precision/recall use
-    dropout: float = 0.3
-
-    def stage_widths(self) -> list[int]:
-        widths, size, w = [], self.image_size, self.width
-        while size > 7:
-            widths.append(w)
-            size //= 2
-            w = min(w * 2, self.width * 4)
-        return widths
+from imagegen.contract.manifest import sha256_file
+from training.classifier_nets import ARCHITECTURES, ClassifierConfig, build_classifier
+from training.data import DatasetError, ImageDataset, load_dataset, split_holdout
 
 
 @dataclass(frozen=True)
@@ -77,36 +61,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     threads: int = 1  # the CPU is shared; one thread keeps training polite
-
-
-class Classifier(nn.Module):
-    """Images in [0, 1], NCHW -> (logits, features). Normalisation is inside the net, so callers
-    (and the ONNX graph) feed generator output as is."""
-
-    def __init__(self, cfg: ClassifierConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        layers: list[nn.Module] = []
-        c_in, size = cfg.channels, cfg.image_size
-        for w in cfg.stage_widths():
-            layers += [
-                nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in, size = w, size // 2
-        self.body = nn.Sequential(*layers)  # (B, c_in, size, size); 28 -> 7, 64 -> 4
-        self.embed = nn.Sequential(
-            nn.Flatten(), nn.Linear(c_in * size * size, cfg.feature_dim), nn.BatchNorm1d(cfg.feature_dim),
-            nn.ReLU(inplace=True),
-        )  # (B, feature_dim)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (x - 0.5) / 0.5
-        features = self.embed(self.body(x))
-        return self.head(self.drop(features)), features
+    shift: int = 0  # augmentation: random translation by up to this many pixels (0 = none)
 
 
 def load_splits(dataset: str, data_dir: Path | None) -> tuple[ImageDataset, ImageDataset, str]:
@@ -119,7 +74,7 @@ def load_splits(dataset: str, data_dir: Path | None) -> tuple[ImageDataset, Imag
     return load_dataset(dataset, data_dir, "train"), load_dataset(dataset, data_dir, "test"), "test"
 
 
-def predict(model: Classifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class predictions for uint8 or [0, 1] float images."""
     model.eval()
     out = []
@@ -134,8 +89,9 @@ def _as_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
-def train(model: Classifier, train_set: ImageDataset, test_set: ImageDataset, cfg: TrainConfig) -> float:
-    """Plain Adam + cosine schedule, no augmentation; returns the final test accuracy."""
+def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, cfg: TrainConfig) -> float:
+    """AdamW, one-cycle schedule, optional random shifts; returns the final epoch's test accuracy
+    (printed every epoch, never used to pick an epoch)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     images, labels = torch.from_numpy(train_set.as_float()), torch.from_numpy(train_set.labels)
@@ -149,7 +105,7 @@ def train(model: Classifier, train_set: ImageDataset, test_set: ImageDataset, cf
         order = torch.from_numpy(rng.permutation(len(labels)))
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(images[idx])[0], labels[idx])
+            loss = F.cross_entropy(model(shifted(images[idx], cfg.shift, rng))[0], labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,13 +120,24 @@ def train(model: Classifier, train_set: ImageDataset, test_set: ImageDataset, cf
     return acc
 
 
-def export_onnx(model: Classifier, path: Path) -> None:
+def shifted(x: torch.Tensor, shift: int, rng: np.random.Generator) -> torch.Tensor:
+    """Each image moved by its own random (dy, dx) in [-shift, shift], edges replicated."""
+    if shift == 0:
+        return x
+    size = x.shape[-1]
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offsets = rng.integers(0, 2 * shift + 1, size=(len(x), 2))
+    crops = [p[:, dy : dy + size, dx : dx + size] for p, (dy, dx) in zip(padded, offsets, strict=True)]
+    return torch.stack(crops)
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
     """ONNX with outputs `logits` and `features`, dynamic batch; checked against torch."""
     import onnx
     import onnxruntime as ort
 
     model.eval()
-    cfg = model.cfg
+    cfg: ClassifierConfig = model.cfg  # type: ignore[assignment]
     dummy = torch.rand(2, cfg.channels, cfg.image_size, cfg.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -200,8 +167,9 @@ def write_manifest(out_dir: Path, info: dict) -> Path:
     return ClassifierManifest.model_validate(info).write(out_dir)
 
 
-def read_manifest(out_dir: Path) -> ClassifierManifest:
-    return ClassifierManifest.read(Path(out_dir))
+def output_dir(out: Path, key: str, name: str) -> Path:
+    """classifiers/<dataset>/ for the first reference, classifiers/<dataset>/<name>/ otherwise."""
+    return (out / key / REFERENCE_CLASSIFIERS.get(name, name)).resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,10 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--width", type=int, default=ClassifierConfig.width)
+    p.add_argument("--arch", choices=ARCHITECTURES, default=ClassifierConfig.arch)
+    p.add_argument("--shift", type=int, default=TrainConfig.shift,
+                   help="augmentation: random shifts of up to this many pixels")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--name", default="cnn",
+                   help="its name: `cnn` writes <out>/<dataset>/, others <out>/<dataset>/<name>/")
+    p.add_argument("--role", choices=["reference", "selection"], default="reference",
+                   help="reference: its figures are reported; selection: only checkpoint selection uses it")
     p.add_argument("--out", type=Path, default=Path("classifiers"),
-                   help="writes <out>/<dataset>/model.onnx and manifest.json")
+                   help="writes <out>/<dataset>/[<name>/]model.onnx and manifest.json")
     return p
 
 
@@ -233,20 +208,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     channels, height, width = train_set.shape
     model_cfg = ClassifierConfig(
-        channels=channels, image_size=height, num_classes=train_set.num_classes, width=args.width
+        channels=channels, image_size=height, num_classes=train_set.num_classes, width=args.width,
+        arch=args.arch,
     )
     train_cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+        shift=args.shift,
     )
     key = dataset_key(args.dataset, args.data_dir)
     print(f"{key}: train {len(train_set)}, {test_split} {len(test_set)}, {model_cfg}", flush=True)
     t0 = time.time()
-    model = Classifier(model_cfg)
+    torch.manual_seed(train_cfg.seed)  # the initial weights too
+    model = build_classifier(model_cfg)
     acc = train(model, train_set, test_set, train_cfg)
-    out_dir = args.out / key
-    export_onnx(model, out_dir / MODEL_FILE)
+    out_dir = output_dir(args.out, key, args.name)
+    export_onnx(model, out_dir / CLASSIFIER_MODEL_NAME)
     info = {
         "dataset": key,
+        "name": args.name,
+        "role": args.role,
         "loader": args.dataset,
         "image": {"channels": channels, "height": height, "width": width},
         "num_classes": train_set.num_classes,
@@ -258,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "train_images": len(train_set),
         "test_images": len(test_set),
-        "onnx": {"file": MODEL_FILE, "sha256": sha256_file(out_dir / MODEL_FILE), "opset": 17},
+        "onnx": {
+            "file": CLASSIFIER_MODEL_NAME, "sha256": sha256_file(out_dir / CLASSIFIER_MODEL_NAME), "opset": 17
+        },
         "input": INPUT_NAME,
         "input_range": "[0, 1] float32, NCHW",
         "logits_output": LOGITS_NAME,
@@ -270,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": round(time.time() - t0, 1),
             "device": "cpu",
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "augmentation": "none",
+            "augmentation": f"random shifts of up to {train_cfg.shift} px" if train_cfg.shift else "none",
         },
     }
     write_manifest(out_dir, info)

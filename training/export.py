@@ -4,16 +4,17 @@
     imagegen export runs/gan-emoji --set truncation=0.7   # a sampling setting, no retraining
 
 Writes `models/<id>/<version>/model.onnx` (plus e.g. `encoder.onnx` for the VAE) and
-`models/<id>/manifest.json` (DESIGN.md; validated by `imagegen.contract.manifest.Manifest`). Each graph
+`models/<id>/manifest.json` (docs/design.md; validated by `imagegen.contract.manifest.Manifest`). Each graph
 is exported in eval mode with a dynamic batch axis, then run through ONNX Runtime and compared
 with torch on random inputs; a graph that differs by more than the tolerance, depends on its
 batch, or leaves [0, 1] is refused and nothing is written.
 
 Beside the ONNX files, `training.safetensors` keeps every net's weights and the run's progress,
 so `imagegen train --resume-from models/<id>` can continue the shipped model. The quality gate
-measures the new version (`imagegen evaluate`'s figures, on real data) before anything is
-written, and refuses one whose class accuracy or fid_cls is worse than the version it would
-replace unless `--force`; the manifest keeps the replaced version's metrics as `previous`.
+(`training.gate`) measures the new version with both reference classifiers before anything is
+written, and refuses one that either classifier finds worse than the version it would replace
+(class accuracy, fid_cls, recall: no accuracy bought with recall) unless `--force`; the manifest
+keeps the replaced version's metrics as `previous`.
 """
 
 from __future__ import annotations
@@ -23,20 +24,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import onnxruntime as ort
-import torch
 
 from imagegen.contract.manifest import (
     MANIFEST_NAME,
     Manifest,
     OnnxSpec,
-    QualityMetrics,
     TrainingRecord,
     default_model_id,
     sha256_file,
@@ -45,84 +41,16 @@ from imagegen.contract.triton_config import write_config
 from training.checkpoint import build_model, load_checkpoint
 from training.cli_help import DefaultsHelpFormatter
 from training.data import DatasetError, given_data_dir
-from training.evaluate import EvalConfig, EvaluationError, comparison_table, measure, regressions
+from training.evaluate import EvalConfig, EvaluationError
 from training.families import get_family, parse_overrides
 from training.families.base import ExportSpec, FamilyModel
+from training.gate import GateRefusal, quality_gate
 from training.grid import grid_inputs, save_grid
+from training.onnx_graph import OPSET, TOLERANCE, ExportError, check_parity, export_graph
 from training.weights import WEIGHTS_NAME, save_weights
 
-OPSET = 17
-TOLERANCE = 1e-4
 MAX_BYTES = 10 * 1024 * 1024
 FILE_NAMES = {"model": "model.onnx"}
-
-
-class ExportError(Exception):
-    """The exported graph is not faithful to the checkpoint, or the repository is unusable."""
-
-
-def export_graph(spec: ExportSpec, path: Path) -> None:
-    dynamic = {name: {0: "batch"} for name in (*spec.input_names, *spec.output_names)}
-    spec.module.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            spec.module,
-            spec.example_inputs,
-            str(path),
-            input_names=list(spec.input_names),
-            output_names=list(spec.output_names),
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
-        )
-    onnx.checker.check_model(onnx.load(str(path)))
-
-
-def random_feeds(
-    spec: ExportSpec, batch: int, rng: np.random.Generator, num_classes: int
-) -> dict[str, np.ndarray]:
-    feeds = {}
-    for name, example in zip(spec.input_names, spec.example_inputs, strict=True):
-        if example.dtype == torch.int64:
-            feeds[name] = rng.integers(0, num_classes, size=batch).astype(np.int64)
-        elif name == "image":
-            feeds[name] = rng.random((batch, *example.shape[1:]), dtype=np.float32)
-        else:
-            feeds[name] = rng.standard_normal((batch, *example.shape[1:]), dtype=np.float32)
-    return feeds
-
-
-def check_parity(
-    spec: ExportSpec, path: Path, num_classes: int, seed: int = 0, tolerance: float = TOLERANCE
-) -> float:
-    """Max |ORT - torch| over random inputs; raises ExportError past the tolerance, when an
-    image differs alone and inside a batch, or (for images) leaves [0, 1]."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for batch in (1, 7):
-        feeds = random_feeds(spec, batch, rng, num_classes)
-        got = session.run(list(spec.output_names), feeds)
-        with torch.no_grad():
-            want = spec.module(*[torch.from_numpy(feeds[n]) for n in spec.input_names])
-        want = want if isinstance(want, tuple) else (want,)
-        for name, g, w in zip(spec.output_names, got, want, strict=True):
-            diff = float(np.max(np.abs(g - w.numpy())))
-            worst = max(worst, diff)
-            if diff > tolerance:
-                raise ExportError(
-                    f"{path.name}: output {name!r} differs from torch by {diff:.2e} (> {tolerance})"
-                )
-            if name == "image" and (g.min() < 0.0 or g.max() > 1.0):
-                raise ExportError(f"{path.name}: image values leave [0, 1] ({g.min():.3f}..{g.max():.3f})")
-        if batch > 1:  # batch independence: the last item alone equals the last item of the batch
-            alone = session.run(list(spec.output_names), {k: v[-1:] for k, v in feeds.items()})
-            for name, a, g in zip(spec.output_names, alone, got, strict=True):
-                if np.max(np.abs(a[0] - g[-1])) > max(tolerance, 1e-6):
-                    raise ExportError(f"{path.name}: output {name!r} depends on the rest of the batch")
-    return worst
 
 
 def git_commit() -> str:
@@ -230,8 +158,8 @@ def export_run(
     force: bool = False,
 ) -> Manifest:
     """Export a run as the next version of its model id. With `gate`, the new version is
-    measured first and refused (ExportError naming the figures) when its class accuracy or
-    fid_cls is worse than the version it would replace, unless `force`."""
+    measured first and refused (ExportError naming the figures) when either reference
+    classifier finds it worse than the version it would replace, unless `force`."""
     model, ckpt = load_checkpoint(run_dir)
     if settings:
         model, ckpt = with_sampling_settings(model, ckpt, settings)
@@ -262,7 +190,10 @@ def export_run(
             update={"weights_file": f"{version}/{WEIGHTS_NAME}", "weights_sha256": sha256_file(weights)}
         )
         if gate is not None:
-            manifest.metrics = quality_gate(manifest, staged, model_dir, gate, force)
+            try:
+                manifest.metrics = quality_gate(manifest, staged, model_dir, gate, force)
+            except GateRefusal as exc:
+                raise ExportError(str(exc)) from exc
         shutil.copytree(staged / str(version), model_dir / str(version))
     manifest.write(model_dir)
     write_config(model_dir, manifest)  # Triton's config.pbtxt, so Triton/KServe can serve models/ too
@@ -270,35 +201,6 @@ def export_run(
     if grid is not None:
         render_grid(model_dir, manifest, grid)
     return manifest
-
-
-def quality_gate(
-    candidate: Manifest, staged: Path, model_dir: Path, gate: EvalConfig, force: bool
-) -> QualityMetrics:
-    """The candidate's metrics, with the replaced version's kept as `previous`; raises
-    ExportError when they are worse and `force` is not set."""
-    new = measure(candidate, staged, gate)
-    old = current_metrics(model_dir)
-    if old is not None:
-        worse = regressions(new, old)
-        table = comparison_table([(f"v{old.evaluation.model_version} (current)", old),
-                                  (f"v{candidate.version} (new)", new)])
-        print(table)
-        if worse and not force:
-            raise ExportError(
-                f"{candidate.id} v{candidate.version} is worse than v{old.evaluation.model_version}: "
-                f"{'; '.join(worse)}. Nothing was written; --force exports it anyway"
-            )
-    return new.model_copy(update={"previous": old.model_copy(update={"previous": None}) if old else None})
-
-
-def current_metrics(model_dir: Path) -> QualityMetrics | None:
-    """The metrics of the version now served, if they were measured on its current file."""
-    if not (model_dir / MANIFEST_NAME).exists():
-        return None
-    current = Manifest.read(model_dir)
-    m = current.metrics
-    return m if m is not None and m.evaluation.onnx_sha256 == current.onnx.sha256 else None
 
 
 def render_grid(model_dir: Path, manifest: Manifest, path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The maths of the quality metrics (DESIGN.md, "Quality metrics"): numpy + scipy only.
+"""The maths of the quality metrics (docs/design.md, "Quality metrics"): numpy + scipy only.
 
 - `frechet_distance`: FID's formula, here on a reference classifier's penultimate features
   (`fid_cls`), since no Inception weights can be had.
@@ -6,6 +6,9 @@
   Precision and Recall Metric for Assessing Generative Models"): precision is the share of
   generated samples inside the real manifold, recall the share of real samples inside the
   generated one; a manifold is the union of balls around each sample reaching its k-th neighbour.
+- `within_class_spread`: per class, the root mean squared distance between two images of the
+  class, sqrt(2 tr Cov) (exact, no pairs enumerated); a generator that draws few pictures per
+  class has a small spread next to the real images' (within-class diversity).
 - `class_accuracy`, `class_histogram`: what the classifier says about generated images.
 """
 
@@ -104,6 +107,18 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     precision = coverage_by(real, knn_radii(real, k), fake)
     recall = coverage_by(fake, knn_radii(fake, k), real)
     return precision, recall
+
+
+def within_class_spread(feats: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    """sqrt(E||x - y||^2) over pairs of rows of one class = sqrt(2 tr Cov); nan for a class with
+    fewer than two rows."""
+    x, labels = np.asarray(feats, dtype=np.float64), np.asarray(labels)
+    spreads = []
+    for c in range(num_classes):
+        rows = x[labels == c]
+        spread = np.sqrt(2.0 * rows.var(axis=0, ddof=1).sum()) if len(rows) >= 2 else np.nan
+        spreads.append(float(spread))
+    return spreads
 
 
 def class_accuracy(

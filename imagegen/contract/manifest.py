@@ -26,6 +26,8 @@ MANIFEST_NAME = "manifest.json"
 __all__ = [
     "FAMILIES",
     "MANIFEST_NAME",
+    "ClassifierRef",
+    "Figures",
     "Manifest",
     "QualityMetrics",
     "TrainingRecord",
@@ -51,13 +53,14 @@ class OnnxSpec(BaseModel):
 
 
 class ClassifierRef(BaseModel):
-    """The reference classifier an evaluation used."""
+    """A classifier an evaluation used."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: str
     sha256: str
     test_accuracy: float
+    name: str = "cnn"  # evaluations before the second reference classifier name none
 
 
 class EvaluationInfo(BaseModel):
@@ -65,7 +68,10 @@ class EvaluationInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    classifier: ClassifierRef
+    # the reference classifiers, by name (`cnn`, `resnet`); `classifier` alone: an evaluation
+    # made when there was one
+    classifiers: dict[str, ClassifierRef] | None = None
+    classifier: ClassifierRef | None = None
     date: str
     duration_s: float
     model_version: int
@@ -76,19 +82,16 @@ class EvaluationInfo(BaseModel):
     seed: int
 
 
-class QualityMetrics(BaseModel):
-    """docs/design.md "Quality metrics": what `imagegen evaluate` measured on one model version.
-
-    `class_accuracy*` and `worst_class*` exist for conditional models; `class_histogram` and
-    `class_entropy*` (how evenly the classifier spreads the samples) for unconditional ones;
-    `*_matched` for image folders (samples drawn in the reference's class proportions)."""
+class Figures(BaseModel):
+    """What one classifier says about a model version (`training.figures`): class accuracy
+    (conditional models) or the class histogram (unconditional ones), fid_cls,
+    precision/recall with the floors real train images score, within-class diversity against
+    the real data's, and `*_matched` for image folders (the reference's class proportions)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    evaluation: EvaluationInfo
     fid_cls: float
     fid_cls_floor: float
-    pr_k: int
     precision: float
     precision_floor: float
     recall: float
@@ -103,8 +106,35 @@ class QualityMetrics(BaseModel):
     class_histogram: dict[str, float] | None = None
     class_entropy_bits: float | None = None
     class_entropy_max_bits: float | None = None
+    diversity_ratio: float | None = None  # generated over real within-class spread, mean over classes
+    diversity_ratio_floor: float | None = None  # real train images measured the same way
+    least_diverse_class: str | None = None
+    least_diverse_class_ratio: float | None = None
+
+
+class QualityMetrics(Figures):
+    """docs/design.md "Quality metrics": what `imagegen evaluate` measured on one model version.
+
+    `by_classifier` holds each reference classifier's figures; the figures at the top are held
+    to the lower (worse) of them, figure by figure, and `held_by` names the classifier each came
+    from (`training.figures.hold_lower`). Metrics measured before there were two classifiers
+    have neither: their top-level figures are the one classifier's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation: EvaluationInfo
+    pr_k: int
+    by_classifier: dict[str, Figures] | None = None
+    held_by: dict[str, str] | None = None
     # the metrics of the version this one replaced, kept by export's quality gate
     previous: QualityMetrics | None = None
+
+    def classifier_figures(self) -> dict[str, Figures]:
+        """Figures by classifier name; older metrics count as their one classifier's (`cnn`)."""
+        if self.by_classifier is not None:
+            return self.by_classifier
+        name = self.evaluation.classifier.name if self.evaluation.classifier else "cnn"
+        return {name: Figures.model_validate(self.model_dump(include=set(Figures.model_fields)))}
 
 
 class TrainingRecord(BaseModel):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from imagegen.contract.manifest import MANIFEST_NAME, Manifest
-from training.evaluate import class_matched, main
+from training.evaluate import main
+from training.figures import class_matched
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -59,18 +60,29 @@ def test_evaluate_writes_metrics_and_nothing_else(tmp_path):
     assert after == before
     assert m["evaluation"]["samples"] == 200 and m["evaluation"]["seed"] == 0
     assert m["evaluation"]["fid_pr_samples"] == 200  # min(samples, 300 committed test images)
-    clf = json.loads((CLASSIFIERS / "mnist" / "manifest.json").read_text())
-    assert m["evaluation"]["classifier"] == {
-        "dataset": "mnist", "sha256": clf["onnx"]["sha256"], "test_accuracy": clf["test_accuracy"]
-    }
-    assert set(m["class_accuracy_per_class"]) == {str(d) for d in range(10)}
-    # Labels reach the generator and the classifier in step: a shipped model draws mostly the
-    # digits it is asked for (a misaligned pipeline scores about 0.1; the quality target is 0.97).
-    assert m["class_accuracy"] >= 0.5
-    assert m["worst_class_accuracy"] == min(m["class_accuracy_per_class"].values())
-    assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
-    assert m["fid_cls"] >= 0 and m["fid_cls_floor"] >= 0
-    assert "fid_cls_matched" not in m  # an IDX test split is balanced: nothing to match
+    # both reference classifiers measured it, each named with its file's digest
+    for name, folder in (("cnn", CLASSIFIERS / "mnist"), ("resnet", CLASSIFIERS / "mnist" / "resnet")):
+        clf = json.loads((folder / "manifest.json").read_text())
+        assert m["evaluation"]["classifiers"][name] == {
+            "dataset": "mnist", "sha256": clf["onnx"]["sha256"], "test_accuracy": clf["test_accuracy"],
+            "name": name,
+        }
+    assert set(m["by_classifier"]) == {"cnn", "resnet"}
+    for f in (m, *m["by_classifier"].values()):
+        assert set(f["class_accuracy_per_class"]) == {str(d) for d in range(10)}
+        # Labels reach the generator and the classifier in step: a shipped model draws mostly the
+        # digits it is asked for (a misaligned pipeline scores about 0.1; the quality target is 0.97).
+        assert f["class_accuracy"] >= 0.5
+        assert f["worst_class_accuracy"] == min(f["class_accuracy_per_class"].values())
+        assert 0 <= f["precision"] <= 1 and 0 <= f["recall"] <= 1
+        assert f["fid_cls"] >= 0 and f["fid_cls_floor"] >= 0
+        assert 0 <= f["diversity_ratio"] and 0 < f["diversity_ratio_floor"]
+        assert "fid_cls_matched" not in f  # an IDX test split is balanced: nothing to match
+    # the reported figures are held to the lower of the two classifiers
+    figs = m["by_classifier"].values()
+    for key in ("class_accuracy", "worst_class_accuracy", "precision", "recall", "diversity_ratio"):
+        assert m[key] == min(f[key] for f in figs)
+        assert m[key] == m["by_classifier"][m["held_by"][key]][key]
 
 
 def test_evaluate_is_deterministic(tmp_path):
@@ -92,10 +104,12 @@ def test_evaluate_an_emoji_model_on_the_committed_emoji_images(tmp_path):
     # 54 images, 6 per category: the held-out part is 1 per category, the sets compared are 9.
     assert m["evaluation"]["fid_pr_samples"] == 9
     assert "held-out" in m["evaluation"]["reference"]
-    assert len(m["class_accuracy_per_class"]) == 9
-    # the held-out images' classes are known here: the class-matched figures are written too
-    assert {"fid_cls_matched", "precision_matched", "recall_matched"} <= set(m)
-    assert m["fid_cls_matched"] >= 0 and 0 <= m["recall_matched"] <= 1
+    for f in (m, m["by_classifier"]["cnn"], m["by_classifier"]["resnet"]):
+        assert len(f["class_accuracy_per_class"]) == 9
+        # the held-out images' classes are known here: the class-matched figures are written too
+        assert {"fid_cls_matched", "precision_matched", "recall_matched"} <= set(f)
+        assert f["fid_cls_matched"] >= 0 and 0 <= f["recall_matched"] <= 1
+        assert "diversity_ratio" not in f  # one held-out image per category: no pair to measure
 
 
 def test_class_matched_samples_follow_the_reference_histogram():
@@ -121,3 +135,33 @@ def test_evaluate_reports_a_missing_classifier(tmp_path, capsys):
                  "--data-dir", str(TEST_DATA), "--samples", "50"])
     assert code == 2
     assert "no reference classifier" in capsys.readouterr().err
+
+
+def test_selection_ranks_candidates_by_the_selection_classifier_only(tmp_path, capsys):
+    """Shipped MNIST models and a version's training weights, ranked on selection seeds; no
+    reference classifier is read (the classifiers folder holds only the selection one)."""
+    from training.selection import main as select
+
+    only_select = tmp_path / "classifiers" / "mnist"
+    shutil.copytree(CLASSIFIERS / "mnist" / "select", only_select / "select")
+    label, served = MODELS / "label-mnist", MODELS / "evaluator-mnist"
+    weights = served / str(Manifest.read(served).version)  # its training.safetensors, exported anew
+    argv = [str(label), str(served), str(weights), "--classifiers-dir", str(tmp_path / "classifiers"),
+            "--data-dir", str(TEST_DATA), "--samples", "100", "--by", "recall"]
+    assert select(argv) == 0
+    out = capsys.readouterr().out
+    assert "seeds 1,000,000..1,000,099" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(str(MODELS))}
+    assert len(rows) == 3
+    # the served file and the weights it was exported from measure the same
+    assert rows[str(served)] == rows[str(weights)]
+    # one picture per class (label) covers fewer real images than a sampler: it ranks last by recall
+    assert out.strip().splitlines()[-1].startswith(str(label))
+
+
+def test_selection_refuses_the_reported_seeds(tmp_path, capsys):
+    from training.selection import main as select
+
+    argv = [str(MODELS / "label-mnist"), "--data-dir", str(TEST_DATA), "--seed", "0"]
+    assert select(argv) == 2
+    assert "kept for reported figures" in capsys.readouterr().err

@@ -4,6 +4,7 @@ batch independence, versions, refusal of a model that fails its checks."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +171,8 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(tiny_runs, tmp_path,
 
     forced = export_run(tiny_runs("label"), models, gate=gate, force=True)
     assert forced.metrics is not None and forced.metrics.previous is not None
-    assert forced.metrics.previous.class_accuracy == 1.0
-    assert forced.metrics.class_accuracy < 1.0
+    assert forced.metrics.previous.by_classifier["cnn"].class_accuracy == 1.0
+    assert forced.metrics.by_classifier["cnn"].class_accuracy < 1.0
     assert Manifest.read(models / "label-mnist").metrics == forced.metrics
 
 
@@ -186,3 +187,46 @@ def test_first_version_is_measured_by_the_gate(tiny_runs, tmp_path, data_dir):
     manifest = export_run(tiny_runs("gan"), tmp_path, gate=_gate(tmp_path, data_dir))
     assert manifest.metrics is not None and manifest.metrics.previous is None
     assert manifest.metrics.evaluation.onnx_sha256 == manifest.onnx.sha256
+
+
+def test_quality_gate_refuses_accuracy_bought_with_recall(tmp_path, data_dir, capsys):
+    """Real models: the version served is the shipped gan-mnist, which draws many different
+    digits; the candidate is the shipped label-mnist, one picture per digit. Both classifiers
+    find that nearly no real image lies inside what the candidate draws, so the gate refuses
+    it, naming recall and each classifier, however its class accuracy compares."""
+    import shutil
+
+    from training.gate import GateRefusal, quality_gate
+
+    served = tmp_path / "models" / "digits"
+    shutil.copytree(SHIPPED / "gan-mnist", served, ignore=shutil.ignore_patterns("1"))
+    candidate_dir = SHIPPED / "label-mnist"
+    gate = _gate(tmp_path / "models", data_dir)
+    with pytest.raises(GateRefusal) as refused:
+        quality_gate(Manifest.read(candidate_dir), candidate_dir, served, gate, force=False)
+    reason = str(refused.value)
+    for name in ("cnn", "resnet"):
+        assert re.search(rf"recall 0\.0\d\d < 0\.\d+ \({name}\)", reason), reason
+    assert "Nothing was written" in reason
+    # the served version's recorded figures were measured on 10,000 samples: it was measured
+    # again as the gate measures, and the comparison printed per classifier
+    out = capsys.readouterr().out
+    assert "measuring the version now served" in out and "recall (resnet)" in out
+
+
+def test_gate_names_accuracy_gained_by_losing_recall():
+    from imagegen.contract.manifest import Figures
+    from training.gate import figure_regressions
+
+    base = {"fid_cls": 5.0, "fid_cls_floor": 1.0, "precision": 0.8, "precision_floor": 0.8,
+            "recall_floor": 0.9}
+    old = Figures(**base, recall=0.60, class_accuracy=0.95)
+    sharper = Figures(**base, recall=0.40, class_accuracy=0.99)
+    assert figure_regressions("resnet", sharper, old) == [
+        "gains class accuracy (95.0% -> 99.0%) by losing recall 0.400 < 0.600 (resnet)"
+    ]
+    assert figure_regressions("cnn", old, old) == []
+    worse = Figures(**{**base, "fid_cls": 6.0}, recall=0.5, class_accuracy=0.9)
+    assert figure_regressions("cnn", worse, old) == [
+        "class accuracy 90.0% < 95.0% (cnn)", "fid_cls 6.00 > 5.00 (cnn)", "recall 0.500 < 0.600 (cnn)"
+    ]

@@ -76,3 +76,37 @@ def test_class_accuracy_and_histogram():
     hist, entropy = metrics.class_histogram(np.array([0, 1, 2, 3]), 4)
     assert hist == [0.25] * 4 and entropy == pytest.approx(2.0)
     assert metrics.class_histogram(np.array([1, 1]), 4)[1] == pytest.approx(0.0)
+
+
+def test_within_class_spread_is_the_rms_distance_of_pairs():
+    rng = np.random.default_rng(4)
+    feats = rng.standard_normal((60, 5)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0])
+    labels = np.array([0] * 30 + [1] * 29 + [2])
+    spread = metrics.within_class_spread(feats, labels, 4)
+    for c in (0, 1):
+        rows = feats[labels == c]
+        pairs = [((a - b) ** 2).sum() for i, a in enumerate(rows) for j, b in enumerate(rows) if i != j]
+        assert spread[c] == pytest.approx(np.sqrt(np.mean(pairs)))
+    assert np.isnan(spread[2]) and np.isnan(spread[3])  # one row, no rows: no pair to measure
+    # one picture drawn over and over has no spread at all
+    assert metrics.within_class_spread(np.ones((10, 5)), np.zeros(10, int), 1) == [0.0]
+
+
+def test_hold_lower_keeps_each_figure_of_the_worse_classifier():
+    from training.figures import hold_lower
+
+    a = {"class_accuracy": 0.98, "worst_class_accuracy": 0.90, "worst_class": "1", "recall": 0.6,
+         "recall_floor": 0.9, "precision": 0.7, "precision_floor": 0.8, "fid_cls": 4.0, "fid_cls_floor": 1.0,
+         "class_accuracy_per_class": {"0": 0.99, "1": 0.90}}
+    b = {"class_accuracy": 0.95, "worst_class_accuracy": 0.93, "worst_class": "0", "recall": 0.7,
+         "recall_floor": 0.85, "precision": 0.6, "precision_floor": 0.9,
+         "fid_cls": 30.0, "fid_cls_floor": 20.0,
+         "class_accuracy_per_class": {"0": 0.93, "1": 0.97}}
+    held, held_by = hold_lower({"cnn": a, "resnet": b})
+    assert held["class_accuracy"] == 0.95 and held_by["class_accuracy"] == "resnet"
+    assert (held["worst_class"], held["worst_class_accuracy"]) == ("1", 0.90)
+    assert (held["recall"], held["recall_floor"]) == (0.6, 0.9)  # the floor of the same classifier
+    assert (held["precision"], held["precision_floor"]) == (0.6, 0.9)
+    # fid_cls in two feature spaces: held to the one further above its own floor (4x vs 1.5x)
+    assert (held["fid_cls"], held["fid_cls_floor"], held_by["fid_cls"]) == (4.0, 1.0, "cnn")
+    assert held["class_accuracy_per_class"] == {"0": 0.93, "1": 0.90}

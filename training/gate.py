@@ -1,0 +1,142 @@
+"""Export's quality gate: a new version against the one it would replace, by both reference
+classifiers.
+
+The new version is measured (`training.evaluate`, both classifiers) before anything is
+written. It is refused, unless `--force`, when by either classifier its class accuracy falls,
+its fid_cls rises or its recall falls: a version that gains class accuracy by losing recall
+(fewer of the real images lie inside what it draws) is named as such. The figures of the version
+now served are used as recorded when they were measured the same way (samples, first seed and
+the same classifier files); otherwise that version is measured again with the gate's settings,
+so both sides stand on the same footing. The manifest keeps the replaced version's figures as
+`previous`.
+
+`imagegen evaluate --compare models/<id>` prints the same comparison for the version now served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagegen.contract.manifest import MANIFEST_NAME, Figures, Manifest, QualityMetrics
+from training.evaluate import EvalConfig, Judges, evaluate_model
+
+TABLE_KEYS = (
+    "class_accuracy", "worst_class_accuracy", "fid_cls", "fid_cls_matched", "precision", "recall",
+    "diversity_ratio",
+)
+
+
+class GateRefusal(Exception):
+    """The new version measures worse than the one it would replace."""
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def figure_regressions(name: str, new: Figures, old: Figures) -> list[str]:
+    """What one classifier finds worse from `old` to `new`."""
+    worse = []
+    gained = None
+    if new.class_accuracy is not None and old.class_accuracy is not None:
+        if new.class_accuracy < old.class_accuracy:
+            worse.append(f"class accuracy {_pct(new.class_accuracy)} < {_pct(old.class_accuracy)} ({name})")
+        elif new.class_accuracy > old.class_accuracy:
+            gained = f"{_pct(old.class_accuracy)} -> {_pct(new.class_accuracy)}"
+    if new.fid_cls > old.fid_cls:
+        worse.append(f"fid_cls {new.fid_cls:.2f} > {old.fid_cls:.2f} ({name})")
+    if new.recall < old.recall:
+        lost = f"recall {new.recall:.3f} < {old.recall:.3f}"
+        worse.append(f"gains class accuracy ({gained}) by losing {lost} ({name})" if gained
+                     else f"{lost} ({name})")
+    return worse
+
+
+def regressions(new: QualityMetrics, old: QualityMetrics) -> list[str]:
+    """What got worse from `old` to `new`, by each classifier both were measured with."""
+    old_figures = old.classifier_figures()
+    worse = []
+    for name, figures in new.classifier_figures().items():
+        if name in old_figures:
+            worse += figure_regressions(name, figures, old_figures[name])
+    return worse
+
+
+def comparable(m: QualityMetrics, cfg: EvalConfig, judges: Judges) -> bool:
+    """Measured with the gate's samples, seed and exactly these classifier files."""
+    ev = m.evaluation
+    used = {name: ref.sha256 for name, ref in (ev.classifiers or {}).items()}
+    wanted = {e.name: e.sha256 for e in judges.extractors}
+    return (ev.samples, ev.seed) == (cfg.samples, cfg.seed) and used == wanted
+
+
+def served_metrics(model_dir: Path, cfg: EvalConfig, judges: Judges) -> QualityMetrics | None:
+    """The figures of the version now served, measured as the gate measures (again if need be)."""
+    if not (model_dir / MANIFEST_NAME).exists():
+        return None
+    current = Manifest.read(model_dir)
+    m = current.metrics
+    if m is not None and m.evaluation.onnx_sha256 == current.onnx.sha256 and comparable(m, cfg, judges):
+        return m
+    print(f"{current.id} v{current.version}: measuring the version now served as the gate measures")
+    return QualityMetrics.model_validate(evaluate_model(current, model_dir, judges, cfg))
+
+
+def quality_gate(
+    candidate: Manifest, staged: Path, model_dir: Path, cfg: EvalConfig, force: bool
+) -> QualityMetrics:
+    """The candidate's metrics (its files under `staged`), with the replaced version's kept as
+    `previous`; raises GateRefusal when they are worse and `force` is not set."""
+    judges = Judges.reference(candidate.dataset, cfg)
+    new = QualityMetrics.model_validate(evaluate_model(candidate, staged, judges, cfg))
+    old = served_metrics(model_dir, cfg, judges)
+    if old is not None:
+        worse = regressions(new, old)
+        print(comparison_table([(f"v{old.evaluation.model_version} (current)", old),
+                                (f"v{candidate.version} (new)", new)]))
+        if worse and not force:
+            raise GateRefusal(
+                f"{candidate.id} v{candidate.version} is worse than v{old.evaluation.model_version}: "
+                f"{'; '.join(worse)}. Nothing was written; --force exports it anyway"
+            )
+    return new.model_copy(update={"previous": old.model_copy(update={"previous": None}) if old else None})
+
+
+def comparison_table(rows: list[tuple[str, QualityMetrics | None]]) -> str:
+    """Versions side by side, one column per (name, metrics), one line per figure and classifier."""
+    def fmt(f: Figures | None, key: str) -> str:
+        value = None if f is None else getattr(f, key)
+        if value is None:
+            return "-"
+        return _pct(value) if "accuracy" in key else f"{value:.3f}"
+
+    names = list(dict.fromkeys(n for _, m in rows if m is not None for n in m.classifier_figures()))
+    width = max(12, *(len(label) for label, _ in rows))
+    lines = [f"{'':<30}" + "".join(f"{label:>{width + 2}}" for label, _ in rows)]
+    for name in names:
+        figs = [None if m is None else m.classifier_figures().get(name) for _, m in rows]
+        for key in TABLE_KEYS:
+            if all(fmt(f, key) == "-" for f in figs):
+                continue
+            lines.append(f"{f'{key} ({name})':<30}" + "".join(f"{fmt(f, key):>{width + 2}}" for f in figs))
+    worst = [f"{label}: {m.worst_class}" for label, m in rows if m is not None and m.worst_class]
+    if worst:
+        lines.append("worst class (held): " + ", ".join(worst))
+    return "\n".join(lines)
+
+
+def compare(model_dir: Path, cfg: EvalConfig) -> str:
+    """`imagegen evaluate --compare models/<id>`: the current version measured now beside the
+    figures recorded for it and for the version it replaced."""
+    manifest = Manifest.read(model_dir)
+    now = QualityMetrics.model_validate(
+        evaluate_model(manifest, model_dir, Judges.reference(manifest.dataset, cfg), cfg)
+    )
+    recorded = manifest.metrics
+    previous = recorded.previous if recorded is not None else None
+    rows = [
+        (f"v{previous.evaluation.model_version} (previous)" if previous else "previous", previous),
+        (f"v{manifest.version} (recorded)", recorded),
+        (f"v{manifest.version} (now)", now),
+    ]
+    return f"{manifest.id}\n" + comparison_table(rows)
