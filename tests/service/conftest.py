@@ -195,6 +195,18 @@ def decode_png(data: bytes) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def repository_of(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, name: str, *models: str
+) -> Path:
+    """A fresh model repository holding copies of `models` (skips when one is not shipped)."""
+    root = tmp_path_factory.mktemp(name)
+    for model in models:
+        if not (models_dir / model).is_dir():
+            pytest.skip(f"{model} is not in the model repository")
+        shutil.copytree(models_dir / model, root / model)
+    return root
+
+
 def copy_model(models_dir: Path, model_id: str, dest: Path, new_id: str | None = None) -> Path:
     """Copy a model folder (optionally under a new id, manifest id rewritten)."""
     target = dest / (new_id or model_id)

@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import re
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import Server, address, free_port, model_metric, serving, until
+from tests.service.conftest import Server, address, free_port, model_metric, repository_of, serving, until
 
 SMALL = "label-mnist"  # the smallest model: quick to load and to run
 VAE = "vae-mnist"  # a VAE with its exported encoder
@@ -34,12 +33,7 @@ VAE = "vae-mnist"  # a VAE with its exported encoder
 
 @pytest.fixture(scope="module")
 def repo(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dataplane-repo")
-    for model in (SMALL, VAE):
-        if not (models_dir / model).is_dir():
-            pytest.skip(f"{model} is not in the model repository")
-        shutil.copytree(models_dir / model, root / model)
-    return root
+    return repository_of(models_dir, tmp_path_factory, "dataplane-repo", SMALL, VAE)
 
 
 def test_the_job_of_a_v2_client_that_left_is_never_run(repo: Path, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import Server, free_port, start_server
+from tests.service.conftest import Server, free_port, repository_of, start_server
 
 GAN = "gan-mnist"
 LABEL = "label-mnist"
@@ -37,12 +36,7 @@ BOUND = 8  # images in flight over all models (and per model)
 
 @pytest.fixture(scope="module")
 def repo(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("oip-admission-repo")
-    for model in (GAN, LABEL, VAE):
-        if not (models_dir / model).is_dir():
-            pytest.skip(f"{model} is not in the model repository")
-        shutil.copytree(models_dir / model, root / model)
-    return root
+    return repository_of(models_dir, tmp_path_factory, "oip-admission-repo", GAN, LABEL, VAE)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import random
 import re
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 from service.dataplane.admission import Admission
 from service.engine.batching import RunReport
 from service.errors import Overloaded
-from tests.service.conftest import Server, start_server
+from tests.service.conftest import Server, repository_of, start_server
 
 STORM = "gan-mnist"
 OTHER = "label-mnist"
@@ -128,12 +127,7 @@ def test_a_connection_back_before_its_retry_after_is_held() -> None:
 
 @pytest.fixture(scope="module")
 def two_models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("overload-repo")
-    for model in (STORM, OTHER):
-        if not (models_dir / model).is_dir():
-            pytest.skip(f"{model} is not in the model repository")
-        shutil.copytree(models_dir / model, root / model)
-    return root
+    return repository_of(models_dir, tmp_path_factory, "overload-repo", STORM, OTHER)
 
 
 @pytest.fixture(scope="module")
