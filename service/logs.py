@@ -20,13 +20,16 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
-# C0 control characters and DEL: a client-chosen path with %0a (or \r, ESC ...) must not start a
-# new log line or drive the terminal. JSON lines need nothing: json.dumps escapes them itself.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, DEL, and the bidirectional overrides and isolates: a client-chosen
+# path with %0a (or \r, ESC ...) must not start a new log line or drive the terminal, and one with
+# U+202E (right-to-left override) must not make the line read backwards. JSON lines need nothing:
+# json.dumps (ensure_ascii) escapes them itself.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def escape_controls(text: str) -> str:
-    """`\n` -> `\\n`, other control characters -> `\\xNN`: one record is always one line."""
+    """`\n` -> `\\n`, other control characters -> `\\xNN` (bidi controls -> `\\u202e`): one record is
+    always one line, read in its own order."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 

@@ -35,6 +35,9 @@ from service.store.served import ServedModel
 
 log = logging.getLogger("imagegen.access")
 T = TypeVar("T")
+# Jobs waiting for or running on the request workers' two threads; a decode takes at most tens
+# of milliseconds within the upload bounds, so 16 is under a second of queue.
+OFF_LOOP_QUEUE = 16
 
 
 @dataclass(eq=False, slots=True)
@@ -61,6 +64,7 @@ class DataPlane:
         # Request work that is not a model run (upload decoding, the encoder, strips): its own
         # threads, so it never waits behind (or holds up) the batchers' runs.
         self.workers = workers
+        self._off_loop_pending = 0
         self.access_log = access_log
 
     # -- the request path ----------------------------------------------------------------------
@@ -117,8 +121,20 @@ class DataPlane:
             raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """Request work that is not a model run, in the request workers' threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
+        """Request work that is not a model run, in the request workers' threads. At most
+        `OFF_LOOP_QUEUE` such jobs wait or run at once; past it, 503 at once with Retry-After, so
+        a burst of uploads cannot queue unbounded decodes (and their bodies) behind each other."""
+        if self._off_loop_pending >= OFF_LOOP_QUEUE:
+            raise Overloaded(
+                f"overloaded ({OFF_LOOP_QUEUE} uploads are being decoded); retry in 1 s",
+                headers={"Retry-After": "1"},
+                retry_after_ms=1000,
+            )
+        self._off_loop_pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
+        finally:
+            self._off_loop_pending -= 1
 
     # -- accounting -----------------------------------------------------------------------------
 

@@ -42,9 +42,15 @@ MIN_STEPS, MAX_STEPS = 2, 32
 ENCODER_ROLE = "encoder"
 UPLOAD_TYPES = ("image/png", "image/jpeg", "multipart/form-data")
 IMAGE_FORMATS = ("PNG", "JPEG")
-# Most pixels an upload may declare (4096 x 4096); checked from the header before decoding, so a
-# 40 KB PNG claiming 50,000 x 50,000 pixels (a decompression bomb) costs nothing.
-MAX_UPLOAD_PIXELS = 1 << 24
+# Most pixels an upload may declare (2048 x 2048), and most on either side; both are checked from
+# the header before decoding, so a 40 KB PNG claiming 50,000 x 50,000 pixels (a decompression
+# bomb) costs nothing. The side bound matters on its own: a 32 KB grey PNG of 1 x 16,777,216
+# passed a 4096 x 4096 area check and took 5.4 s and ~1 GB to decode and resize.
+MAX_UPLOAD_PIXELS = 1 << 22
+MAX_UPLOAD_SIDE = 4096
+# Most parts a multipart upload may have: the form carries one `file` (and perhaps a few small
+# fields). Counted on the raw bytes before parsing: 10,000 parts took the parser 4.7 s.
+MAX_UPLOAD_PARTS = 16
 
 
 class InvalidImage(ServiceError):
@@ -54,9 +60,16 @@ class InvalidImage(ServiceError):
 
 
 class ImageTooLarge(PayloadTooLarge):
-    """An upload whose header declares more pixels than MAX_UPLOAD_PIXELS."""
+    """An upload whose header declares more pixels than MAX_UPLOAD_PIXELS, or a side over
+    MAX_UPLOAD_SIDE."""
 
     code = "image_too_large"
+
+
+class TooManyParts(PayloadTooLarge):
+    """A multipart upload with more parts than MAX_UPLOAD_PARTS."""
+
+    code = "too_many_parts"
 
 
 # -- interpolation ----------------------------------------------------------------------------
@@ -121,6 +134,7 @@ def read_upload(content_type: str, body: bytes) -> bytes:
     """The image bytes of an upload: the raw body, or the `file` field of a multipart form."""
     if media_type(content_type) != "multipart/form-data":
         return body
+    check_part_count(content_type, body)
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
@@ -136,6 +150,38 @@ def read_upload(content_type: str, body: bytes) -> bytes:
     )
 
 
+def check_part_count(content_type: str, body: bytes, max_parts: int = MAX_UPLOAD_PARTS) -> None:
+    """Refuse a multipart body with more than `max_parts` parts before the parser sees it."""
+    boundary = _boundary(content_type)
+    if boundary is None:
+        raise InvalidImage("multipart/form-data without a boundary parameter", field="file")
+    # Each part starts with "--boundary"; the closing delimiter adds one more occurrence.
+    if body.count(b"--" + boundary) > max_parts + 1:
+        raise TooManyParts(
+            f"the multipart body has more than {max_parts} parts; send the image as one field 'file'",
+            max_parts=max_parts,
+        )
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1", "replace")
+    return None
+
+
+def check_declared_size(width: int, height: int, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+    """The size a header declares, against the side and pixel bounds."""
+    if width > MAX_UPLOAD_SIDE or height > MAX_UPLOAD_SIDE or width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image declares {width}x{height} pixels; at most {MAX_UPLOAD_SIDE} on a side and "
+            f"{max_pixels:,} in all",
+            max_pixels=max_pixels,
+            max_side=MAX_UPLOAD_SIDE,
+        )
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
     """PNG or JPEG bytes -> a loaded Pillow image. The size is read from the header and checked
     before the pixels are decoded; anything else is an InvalidImage."""
@@ -145,12 +191,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Imag
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"the image declares {width}x{height} pixels, over the limit of {max_pixels:,}",
-                    max_pixels=max_pixels,
-                )
+            check_declared_size(*image.size, max_pixels=max_pixels)
             image.load()
     except ServiceError:
         raise

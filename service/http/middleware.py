@@ -3,9 +3,16 @@
 Per request: a request id (the client's `X-Request-Id` when sane, else a new one) returned in
 `X-Request-Id`; at the end, the data plane's `record` (as for gRPC calls): request count and
 latency labelled by the matched route's template and the resolved model, and one access-log line.
-Two guards sit here because they must hold for every route: a query string over the limit is
+Guards sit here because they must hold for every route: a query string over the limit is
 refused before anything parses it, and a crash below becomes our JSON 500 with the request id
-(one log line with the traceback, not uvicorn's second copy).
+(one log line with the traceback, not uvicorn's second copy). And three rules of HTTP itself:
+
+- **HEAD wherever GET is** (RFC 9110): a HEAD request runs as its GET, and its body is dropped
+  with the headers (Content-Length and ETag included) kept.
+- **Range is ignored**: every response here is small and whole; a malformed `Range` once gave a
+  400 in text/plain, outside the error shape. The full 200 is always a valid answer.
+- **Redirects are relative**: the trailing-slash redirect built its Location from the client's
+  `Host` header (`Host: evil.example` -> `Location: http://evil.example/metrics`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from service.http.delivery import CALL, route_template
 log = logging.getLogger("imagegen.access")
 
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_IGNORED_HEADERS = (b"range", b"if-range")
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class RequestContext:
@@ -41,6 +50,11 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        head = scope["method"] == "HEAD"
+        if head:  # a copy: the server's own scope still says HEAD, so it sends no body
+            scope = {**scope, "method": "GET"}
+        if any(name in _IGNORED_HEADERS for name, _ in scope["headers"]):
+            scope = {**scope, "headers": [(n, v) for n, v in scope["headers"] if n not in _IGNORED_HEADERS]}
         request_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -58,7 +72,12 @@ class RequestContext:
             nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status, started_response = message["status"], True
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                headers = message.get("headers", ())
+                if status in _REDIRECTS:
+                    headers = [(n, _relative(v) if n.lower() == b"location" else v) for n, v in headers]
+                message["headers"] = [*headers, (b"x-request-id", request_id)]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -79,7 +98,17 @@ class RequestContext:
                 call = Call(route_template(scope), model=state.get("model", ""))
             call.request_id = state["request_id"]
             elapsed = time.perf_counter() - started
-            self.plane.record(call, status, elapsed, scope["method"], _clip_path(scope["path"]))
+            method = "HEAD" if head else scope["method"]
+            self.plane.record(call, status, elapsed, method, _clip_path(scope["path"]))
+
+
+def _relative(location: bytes) -> bytes:
+    """`http://host/path?q` -> `/path?q`: a redirect never names a host the client chose."""
+    scheme, sep, rest = location.partition(b"://")
+    if not sep or b"/" in scheme:
+        return location
+    _, slash, path = rest.partition(b"/")
+    return slash + path if slash else b"/"
 
 
 def _clip_path(path: str) -> str:

@@ -1,0 +1,189 @@
+"""Safe to expose: what a hostile client found this round, each tried again on a real server.
+
+Rows of the issue: 1 (a thin 1 x 16,777,216 PNG), 2 (a 10,000-part multipart body), 3 (a scalar
+JSON root), 9 (large JSON bodies parsed on the event loop), 11 (Host reflected in a redirect),
+12 (HEAD and Range), 16 (bidi overrides in the text log).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from service.engine.latent import MAX_UPLOAD_PARTS, MAX_UPLOAD_SIDE
+from tests.service.conftest import Server, repository_of, serving
+
+
+def _thin_png(width: int, height: int) -> bytes:
+    """A real, complete grey PNG of width x height black pixels (it compresses to a few KB)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress((b"\x00" + b"\x00" * width) * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def _digit_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _multipart(parts: int, boundary: str = "xyz") -> bytes:
+    filler = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(parts - 1)
+    ).encode()
+    file_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + _digit_png() + b"\r\n"
+    return filler + file_part + f"--{boundary}--\r\n".encode()
+
+
+def _reconstruct(client: httpx.Client, content: bytes, ctype: str) -> httpx.Response:
+    return client.post("/v1/reconstruct", params={"model": "vae-mnist"}, content=content,
+                       headers={"Content-Type": ctype})  # fmt: skip
+
+
+def test_a_thin_png_is_refused_from_its_header(client: httpx.Client) -> None:
+    """Row 1: 1 x 16,777,216 pixels passed the area check and took 5.4 s and ~1 GB to decode."""
+    thin = _thin_png(1 << 24, 1)
+    assert len(thin) < 64 * 1024
+    r = _reconstruct(client, thin, "image/png")
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error["code"] == "image_too_large" and error["max_side"] == MAX_UPLOAD_SIDE
+    assert "16777216x1" in error["message"]
+
+
+def test_thin_uploads_at_once_leave_other_models_served(client: httpx.Client, server: Server) -> None:
+    """Row 1: four such uploads at once once held another model's /sample for 28.5 s."""
+    thin = _thin_png(1, 1 << 24)
+    statuses: list[int] = []
+
+    def upload() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            statuses.append(_reconstruct(c, thin, "image/png").status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started = time.monotonic()
+    r = client.get("/sample", params={"model": "gan-mnist", "seed": 1})
+    waited = time.monotonic() - started
+    for t in threads:
+        t.join()
+    assert r.status_code == 200
+    assert statuses == [413] * 4
+    assert waited < 5, f"another model waited {waited:.1f} s"  # 28.5 s before; a bound, not a timing
+
+
+def test_a_multipart_body_of_many_parts_is_refused_unparsed(client: httpx.Client) -> None:
+    """Row 2: 10,000 parts took the parser 4.7 s per request."""
+    r = _reconstruct(client, _multipart(10_000), "multipart/form-data; boundary=xyz")
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "too_many_parts"
+    assert r.json()["error"]["max_parts"] == MAX_UPLOAD_PARTS
+
+
+def test_a_multipart_upload_with_a_few_fields_still_works(client: httpx.Client) -> None:
+    r = _reconstruct(client, _multipart(3), 'multipart/form-data; boundary="xyz"')
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("root", [b"null", b"1", b"true", b"1e999", b'"text"', b"[]"])
+def test_a_json_body_must_be_an_object(client: httpx.Client, server: Server, root: bytes) -> None:
+    """Row 3: a scalar root ended in a 500 and a 3.3 KB traceback per 4-byte request."""
+    r = client.post("/v1/images", content=root, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert "JSON object" in r.json()["error"]["message"]
+    assert "Traceback" not in server.log()
+
+
+def test_large_json_bodies_do_not_stall_other_clients(client: httpx.Client, server: Server) -> None:
+    """Row 9: eight 1 MB JSON bodies parsed on the event loop held /healthz 2.6-4.9 s."""
+    big = b'{"model": "gan-mnist", "pad": "' + b"x" * 900_000 + b'", "seeds": [' + b"1," * 50_000 + b"1]}"
+    done: list[int] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for _ in range(3):
+                done.append(c.post("/v1/images", content=big, headers={"Content-Type": "application/json"}).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    worst = 0.0
+    while any(t.is_alive() for t in threads):
+        started = time.monotonic()
+        assert client.get("/healthz").status_code == 200
+        worst = max(worst, time.monotonic() - started)
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert done and all(400 <= s < 500 for s in done)
+    assert worst < 1.0, f"/healthz waited {worst:.2f} s"
+
+
+def test_a_redirect_never_names_the_clients_host(client: httpx.Client) -> None:
+    """Row 11: `Host: evil.example` on /metrics/ gave `Location: http://evil.example/metrics`."""
+    r = client.get("/metrics/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code in (301, 302, 307, 308)
+    assert r.headers["location"] == "/metrics"
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/healthz", "/v1/models", "/static/playground.js", "/sample?model=gan-mnist&seed=3"]
+)
+def test_head_is_allowed_wherever_get_is(client: httpx.Client, path: str) -> None:
+    """Row 12: HEAD answered 405 everywhere."""
+    get = client.get(path)
+    head = client.head(path)
+    assert get.status_code == 200 and head.status_code == 200, head.text
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers.get("content-length") == get.headers.get("content-length")
+    assert head.headers.get("etag") == get.headers.get("etag")
+
+
+@pytest.mark.parametrize("value", ["bytes=9-0", "items=0-5", "bytes=0-3", "bytes=abc"])
+def test_range_is_ignored(client: httpx.Client, value: str) -> None:
+    """Row 12: a malformed Range gave 400 in text/plain; any Range now gets the whole 200."""
+    whole = client.get("/static/playground.js")
+    r = client.get("/static/playground.js", headers={"Range": value})
+    assert r.status_code == 200, r.text
+    assert r.content == whole.content
+
+
+def test_an_error_on_a_static_path_is_json(client: httpx.Client) -> None:
+    r = client.get("/static/no-such-file.js")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/json")
+    assert "error" in r.json()
+
+
+@pytest.fixture(scope="module")
+def small_repo(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repository_of(models_dir, tmp_path_factory, "exposure-repo", "gan-mnist")
+
+
+def test_bidi_overrides_are_escaped_in_the_text_log(small_repo: Path, tmp_path: Path) -> None:
+    """Row 16: U+202E in a parameter was written raw, so the line read backwards."""
+    with serving(small_repo, tmp_path, "--log-format", "text") as srv:
+        httpx.get(srv.url + "/sample", params={"model": "gan-mnist\u202etxt.exe", "seed": 1})
+        httpx.get(srv.url + "/x\u202e\u2066\u0085y")
+        time.sleep(0.5)  # the log is written by a background thread
+        log = srv.log()
+        assert not any(ch in log for ch in "\u202e\u2066\u0085")
+        assert "\\u202e" in log
