@@ -66,7 +66,7 @@ def scope_for(path: str, query: bytes, port: int) -> dict[str, Any]:
         "query_string": query,
         "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"asgi-cost"), (b"accept", b"*/*")],
         "client": ("127.0.0.1", port),  # a connection of its own: admission remembers clients
-        # what `imagegen serve`'s protocol puts in every scope (service/http/server.py)
+        # what `imagegen serve`'s protocol puts in every scope (service/http/protocols.py)
         "extensions": {CLIENT_GONE: _never_gone},
         "server": ("127.0.0.1", 8000),
         "state": {},

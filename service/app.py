@@ -24,6 +24,7 @@ from service.dataplane.admission import Admission
 from service.dataplane.plane import DataPlane
 from service.engine.latent import Encoders
 from service.engine.runtime import RuntimeOptions, resolve_provider
+from service.http.client_identity import TrustedProxies
 from service.http.context import Context
 from service.http.handlers import install_error_handlers
 from service.http.middleware import RequestContext
@@ -92,7 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = build_app(lifespan, opentelemetry=settings.opentelemetry)
     app.state.ctx = ctx
-    app.add_middleware(RequestContext, plane=plane, max_query_bytes=settings.max_query_bytes)
+    proxies = TrustedProxies(settings.trusted_proxies)
+    app.add_middleware(
+        RequestContext, plane=plane, max_query_bytes=settings.max_query_bytes, proxies=proxies
+    )
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -82,10 +83,14 @@ def serve_main(argv: list[str]) -> int:
         return 2
 
     from service.app import create_app
+    from service.dataplane.admission import limit_malloc_arenas
     from service.http.server import build_server
     from service.logs import setup_logging
 
+    arenas_limited = limit_malloc_arenas()  # before any thread: ONNX Runtime's, the executors'
     setup_logging(settings.log_level, settings.log_format)
+    if arenas_limited:
+        logging.getLogger("imagegen.server").info("glibc malloc arenas: at most 2 (MALLOC_ARENA_MAX)")
     try:
         app = create_app(settings)
     except ProviderError as exc:

@@ -6,6 +6,7 @@ nothing here runs at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,27 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most open client connections; a new one past it gets a JSON 503 with Retry-After "
         "and is closed at once. Lowered at start-up to fit the process's file-descriptor limit.",
+    )
+    max_client_connections: int = Field(
+        256,
+        ge=1,
+        le=1_000_000,
+        description="Most open connections from one client address (trusted proxies excepted); past it "
+        "a new one gets a JSON 503 and is closed, so one client's idle sockets cannot take every slot.",
+    )
+    max_header_bytes: int = Field(
+        16384,
+        ge=1024,
+        le=1 << 20,
+        description="Most bytes of a request's line and headers; past it 431 and the connection is "
+        "closed, before the rest is read.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        max_length=4096,
+        description="Comma-separated IPs or CIDRs of reverse proxies (e.g. the shipped nginx) whose "
+        "X-Forwarded-For names the client; the early-retry hold and the API-key failure limit then "
+        "key on that address. Empty: the TCP peer is the client.",
     )
     header_timeout: float = Field(
         10.0,
@@ -216,6 +238,11 @@ class Settings(BaseSettings):
         if self.queue_limit > self.total_queue_limit:
             total = self.total_queue_limit
             raise ValueError(f"queue_limit ({self.queue_limit}) must not exceed total_queue_limit ({total})")
+        for part in filter(None, (p.strip() for p in self.trusted_proxies.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {part[:60]!r} is not an IP address or CIDR") from None
         return self
 
 

@@ -28,6 +28,7 @@ import ctypes
 import ctypes.util
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -265,6 +266,27 @@ class MemoryTrimmer:
         self._since_trim = 0
         self.trims += 1
         asyncio.get_running_loop().run_in_executor(self._executor, self._trim)  # type: ignore[arg-type]
+
+
+# glibc's mallopt parameter for the arena count (malloc.h); not exported by ctypes.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """At most `arenas` glibc malloc arenas, set in the process before its threads start: with
+    one arena per thread, freed response memory stayed apart and RSS after a burst was 2.2x warm
+    for a `pip install .` server (the Docker image set MALLOC_ARENA_MAX=2 in its environment).
+    An explicit MALLOC_ARENA_MAX in the environment wins. False where there is no glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def _malloc_trim() -> Callable[[], Any] | None:

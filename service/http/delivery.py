@@ -4,7 +4,7 @@ do not read.
 - `http_call(request)`: the request as the data plane's `Call` (service/dataplane/plane.py): its
   route as the operation, its connection, and how to tell that its client left. Under `imagegen
   serve` the server puts a probe of its disconnect flag in the request's scope (`CLIENT_GONE`,
-  service/http/server.py), which the batcher reads when it forms a run; on any other ASGI server
+  service/http/protocols.py), which the batcher reads when it forms a run; on any other ASGI server
   a task per request waits on `receive()` for the disconnect instead (a task, its scheduling and
   its cancellation were a tenth of a /sample request's event-loop CPU).
 - `MeteredResponse`: sends a body in chunks through uvicorn's flow control, so a client that
@@ -32,8 +32,10 @@ from service.dataplane.plane import Call
 # after the first waits for the client to read.
 CHUNK = 64 * 1024
 
-# The scope extension where service/http/server.py puts the request's "has the client gone?" probe.
+# The scope extension where service/http/protocols.py puts the request's "has the client gone?" probe.
 CLIENT_GONE = "imagegen.client_gone"
+# The request state's key for the client's address (service/http/client_identity.py).
+CLIENT = "client"
 # Where a request's Call is kept in the scope's state, for the middleware to count and log it.
 CALL = "call"
 
@@ -59,7 +61,7 @@ def http_call(request: Request) -> Call:
     probe = client_gone_probe(scope)
     call = Call(
         route_template(scope),
-        client=scope.get("client"),
+        client=state.get(CLIENT),
         client_gone=probe,
         disconnected=None if probe is not None else _disconnect_of(request.receive),
         request_id=state.get("request_id", ""),

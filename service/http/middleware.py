@@ -27,7 +27,8 @@ from typing import Any
 
 from service.dataplane.plane import Call, DataPlane
 from service.errors import QueryTooLong, ServiceError
-from service.http.delivery import CALL, route_template
+from service.http.client_identity import TrustedProxies
+from service.http.delivery import CALL, CLIENT, route_template
 
 log = logging.getLogger("imagegen.access")
 
@@ -37,10 +38,11 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class RequestContext:
-    def __init__(self, app: Any, plane: DataPlane, max_query_bytes: int) -> None:
+    def __init__(self, app: Any, plane: DataPlane, max_query_bytes: int, proxies: TrustedProxies) -> None:
         self.app = app
         self.plane = plane
         self.max_query_bytes = max_query_bytes
+        self.proxies = proxies
         # Request ids: a random per-process prefix + a counter (uuid4 costs a getrandom call each).
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count(1)
@@ -65,6 +67,7 @@ class RequestContext:
             request_id = f"{self._id_prefix}{next(self._ids):016x}".encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
+        state[CLIENT] = self.proxies.client_of(scope)
         status = 500
         started_response = False
 

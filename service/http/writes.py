@@ -1,5 +1,5 @@
 """One write per response: the connection's transport as uvicorn's request cycles see it, with the
-status line and headers held until the body's first bytes (service/http/server.py)."""
+status line and headers held until the body's first bytes (service/http/protocols.py)."""
 
 from __future__ import annotations
 

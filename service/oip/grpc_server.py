@@ -76,7 +76,7 @@ def _rpc(*, keyed: bool = True) -> Callable[[Handler], Handler]:
         @functools.wraps(method)
         async def call(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            rpc = Call(operation, client=context.peer(), request_id=self.next_id())
+            rpc = Call(operation, client=peer_address(context.peer()), request_id=self.next_id())
             try:
                 if keyed:
                     self.check_key(context)
@@ -255,3 +255,14 @@ async def start(service: InferenceService, settings: Settings, port: int) -> tup
 async def stop(server: aio.Server, grace_s: float = 5.0) -> None:
     """Refuse new RPCs, let those in flight finish for up to grace_s, then close."""
     await server.stop(grace_s)
+
+
+def peer_address(peer: str) -> str:
+    """gRPC's `ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` -> the address alone: the early-retry hold
+    keys on the client, not on one of its connections (as HTTP's does)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer

@@ -2,12 +2,15 @@
 
 Rows of the issue: 1 (a thin 1 x 16,777,216 PNG), 2 (a 10,000-part multipart body), 3 (a scalar
 JSON root), 9 (large JSON bodies parsed on the event loop), 11 (Host reflected in a redirect),
-12 (HEAD and Range), 16 (bidi overrides in the text log).
+12 (HEAD and Range), 16 (bidi overrides in the text log), 5 (a 64 MB header), 10 (one client's
+idle sockets).
 """
 
 from __future__ import annotations
 
 import io
+import select
+import socket
 import struct
 import threading
 import time
@@ -44,9 +47,13 @@ def _multipart(parts: int, boundary: str = "xyz") -> bytes:
         f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(parts - 1)
     ).encode()
     file_part = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + _digit_png() + b"\r\n"
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + _digit_png()
+        + b"\r\n"
+    )
     return filler + file_part + f"--{boundary}--\r\n".encode()
 
 
@@ -119,7 +126,11 @@ def test_large_json_bodies_do_not_stall_other_clients(client: httpx.Client, serv
     def post() -> None:
         with httpx.Client(base_url=server.url, timeout=60) as c:
             for _ in range(3):
-                done.append(c.post("/v1/images", content=big, headers={"Content-Type": "application/json"}).status_code)
+                done.append(
+                    c.post(
+                        "/v1/images", content=big, headers={"Content-Type": "application/json"}
+                    ).status_code
+                )
 
     threads = [threading.Thread(target=post) for _ in range(8)]
     for t in threads:
@@ -187,3 +198,67 @@ def test_bidi_overrides_are_escaped_in_the_text_log(small_repo: Path, tmp_path: 
         log = srv.log()
         assert not any(ch in log for ch in "\u202e\u2066\u0085")
         assert "\\u202e" in log
+
+
+def _raw(srv: Server, request: bytes, read_timeout: float = 10.0) -> bytes:
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as conn:
+        try:
+            conn.sendall(request)
+        except OSError:
+            pass  # the server may stop reading and answer before the whole request is sent
+        return conn.recv(65536)
+
+
+def test_request_headers_are_bounded(client: httpx.Client, server: Server) -> None:
+    """Row 5: a 64 MB header was read whole (200 after 8.4 s) and stalled other clients."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        chunk = b"a" * 65536
+        answer = b""
+        for _ in range(1024):  # up to 64 MB, stopping as soon as the server answers
+            try:
+                conn.sendall(chunk)
+            except OSError:
+                break
+            ready, _, _ = select.select([conn], [], [], 0)
+            if ready:
+                break
+        answer = conn.recv(65536)
+    finally:
+        conn.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b'"headers_too_large"' in answer
+    assert client.get("/healthz").status_code == 200
+
+
+def test_headers_within_the_bound_are_served(client: httpx.Client) -> None:
+    r = client.get("/healthz", headers={f"x-h{i}": "v" * 100 for i in range(100)})  # ~11 KB
+    assert r.status_code == 200
+
+
+def test_one_client_cannot_take_every_connection(small_repo: Path, tmp_path: Path) -> None:
+    """Row 10: 2,100 idle sockets from one client left 24 of 25 others with 503."""
+    env = {"IMAGEGEN_MAX_CLIENT_CONNECTIONS": "20"}
+    with serving(small_repo, tmp_path, env=env) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(20)]
+        try:
+            refused = _raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 503"), refused[:100]
+            assert b"IMAGEGEN_MAX_CLIENT_CONNECTIONS" in refused
+            # Another address (127.0.0.2 is loopback too) is still served.
+            other = socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0))
+            with other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert other.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for conn in idle:
+                conn.close()
+        # Closed sockets are no longer counted.
+        until_ok = time.monotonic() + 10
+        while not _raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200"):
+            assert time.monotonic() < until_ok
+            time.sleep(0.1)
