@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service.dataplane.admission import Admission, Ticket
+from service.dataplane.keys import KeyFailures
 from service.engine.batching import BatcherStopped, Job, QueueFull, RunReport
 from service.engine.generation import ImageRequest, TensorRequest
 from service.errors import ClientClosed, InferenceFailed, Overloaded, ServiceError, ShuttingDown
@@ -65,6 +66,8 @@ class DataPlane:
         # threads, so it never waits behind (or holds up) the batchers' runs.
         self.workers = workers
         self._off_loop_pending = 0
+        # Failed API/admin key checks per client, shared by every transport.
+        self.key_failures = KeyFailures()
         self.access_log = access_log
 
     # -- the request path ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from fastapi import Request
 
 from service.dataplane.keys import key_matches
 from service.errors import Unauthorized
+from service.http.delivery import CLIENT
 
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <IMAGEGEN_API_KEY>"},
@@ -37,9 +38,26 @@ def authorized(request: Request) -> bool:
     return key_matches(request.app.state.ctx.settings, given_key(request))
 
 
+def admit_key_check(request: Request) -> str | None:
+    """The client (service/http/client_identity.py) about to have its key checked; a client past
+    its failed checks gets 429 with Retry-After before its key is compared."""
+    client: str | None = request.scope["state"].get(CLIENT)
+    request.app.state.ctx.plane.key_failures.admit(client)
+    return client
+
+
+def key_failed(request: Request, client: str | None) -> None:
+    request.app.state.ctx.plane.key_failures.failed(client)
+
+
 async def require_key(request: Request) -> None:
     """Router dependency: 401 unless the request carries the key (when one is set)."""
+    if request.app.state.ctx.settings.api_key is None:
+        return
+    client = admit_key_check(request)
     if not authorized(request):
+        if given_key(request) is not None:  # a wrong key is a guess; a missing one is not
+            key_failed(request, client)
         raise Unauthorized(
             "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": "Bearer"},

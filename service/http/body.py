@@ -54,7 +54,7 @@ def parse_json_object(data: bytes, max_depth: int) -> dict[str, Any]:
         raise _too_deep(max_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"body is not valid JSON: {clip(str(exc), 120)}") from None
-    if json_depth(value, stop_after=max_depth) > max_depth:
+    if isinstance(value, (list, dict)) and json_depth(value, stop_after=max_depth) > max_depth:
         raise _too_deep(max_depth)
     if not isinstance(value, dict):
         raise InvalidRequest(

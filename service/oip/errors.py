@@ -11,7 +11,8 @@ from typing import Literal
 from service.errors import ServiceError
 
 Kind = Literal[
-    "invalid", "unauthenticated", "forbidden", "not_found", "timeout", "too_large", "unavailable", "internal"
+    "invalid", "unauthenticated", "forbidden", "not_found", "timeout", "too_large", "too_many", "unavailable",
+    "internal",
 ]
 MAX_MESSAGE_CHARS = 500
 
@@ -22,6 +23,7 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "timeout": 408,
     "too_large": 413,
+    "too_many": 429,
     "unavailable": 503,
     "internal": 500,
 }
@@ -32,6 +34,7 @@ _KIND_OF_STATUS: dict[int, Kind] = {
     404: "not_found",
     408: "timeout",
     413: "too_large",
+    429: "too_many",
     503: "unavailable",
 }
 

@@ -43,6 +43,7 @@ STATUS = {
     "not_found": grpc.StatusCode.NOT_FOUND,
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
     "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "too_many": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "internal": grpc.StatusCode.INTERNAL,
 }
@@ -79,7 +80,7 @@ def _rpc(*, keyed: bool = True) -> Callable[[Handler], Handler]:
             rpc = Call(operation, client=peer_address(context.peer()), request_id=self.next_id())
             try:
                 if keyed:
-                    self.check_key(context)
+                    self.check_key(context, rpc.client)
                 response = await method(self, request, context, rpc)
             except ProtocolError as exc:
                 error = exc
@@ -124,16 +125,23 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     def next_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids):x}"
 
-    def check_key(self, context: aio.ServicerContext) -> None:
-        """The API key, when one is set: `authorization: Bearer <key>` or `x-api-key` metadata."""
+    def check_key(self, context: aio.ServicerContext, client: str) -> None:
+        """The API key, when one is set: `authorization: Bearer <key>` or `x-api-key` metadata.
+        A client past its failed checks is refused (RESOURCE_EXHAUSTED) before its key is read."""
         if self.settings.api_key is None:
             return
+        try:
+            self.plane.key_failures.admit(client)
+        except ServiceError as exc:
+            raise from_service_error(exc) from None
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         given = metadata.get("x-api-key")
         auth = metadata.get("authorization", "")
         if given is None and auth[:7].lower() == "bearer ":
             given = auth[7:]
         if not key_matches(self.settings, given):
+            if given is not None:  # a wrong key is a guess; a missing one is not
+                self.plane.key_failures.failed(client)
             raise ProtocolError(
                 "unauthenticated", "missing or wrong API key: send 'authorization: Bearer <key>'"
             )

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from service.dataplane.keys import MAX_KEY_FAILURES
 from service.engine.latent import MAX_UPLOAD_PARTS, MAX_UPLOAD_SIDE
 from tests.service.conftest import Server, repository_of, serving
 
@@ -262,3 +263,28 @@ def test_one_client_cannot_take_every_connection(small_repo: Path, tmp_path: Pat
         while not _raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200"):
             assert time.monotonic() < until_ok
             time.sleep(0.1)
+
+
+ADMIN_KEY = "admin-s3cret-for-exposure"
+
+
+def test_wrong_admin_keys_are_limited_per_client(small_repo: Path, tmp_path: Path) -> None:
+    """Row 15: 6,000 wrong admin keys were each checked, with no limit, all counted as route "other"."""
+    with serving(small_repo, tmp_path, env={"IMAGEGEN_ADMIN_KEY": ADMIN_KEY}) as srv:
+        index = srv.url + "/v2/repository/index"
+        statuses = [
+            httpx.post(index, headers={"Authorization": "Bearer guess"}).status_code for _ in range(25)
+        ]
+        assert statuses[:MAX_KEY_FAILURES] == [401] * MAX_KEY_FAILURES
+        assert set(statuses[MAX_KEY_FAILURES:]) == {429}
+        blocked = httpx.post(index, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+        # Another client (another loopback address) is not held by this one's guesses.
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=transport) as other:
+            assert other.post(index, headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+        metrics = httpx.get(srv.url + "/metrics").text
+        for status, count in (("401", MAX_KEY_FAILURES), ("429", 25 - MAX_KEY_FAILURES + 1)):
+            labels = f'model="",route="/v2/repository/index",status="{status}"'
+            line = f"imagegen_requests_total{{{labels}}} {count}.0"
+            assert line in metrics, (line, [m for m in metrics.splitlines() if "repository" in m])

@@ -25,13 +25,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.errors import ModelLoadError
-from service.http.auth import authorized
+from service.errors import ModelLoadError, ServiceError
+from service.http.auth import admit_key_check, authorized, key_failed
 from service.http.context import context
 from service.http.protocol_route import ProtocolRoute
 from service.http.routers.common import protocol_error_responses
 from service.http.routing import guarded_route
-from service.oip.errors import ProtocolError
+from service.oip.errors import ProtocolError, from_service_error
 from service.store.served import IndexEntry
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
@@ -55,8 +55,14 @@ async def require_admin_key(request: Request) -> None:
     settings = request.app.state.ctx.settings
     admin_key = settings.admin_key
     if admin_key is not None:
+        try:
+            client = admit_key_check(request)
+        except ServiceError as exc:
+            raise from_service_error(exc) from None
         given = _bearer(request)
         if given is None or not hmac.compare_digest(given.encode(), admin_key.get_secret_value().encode()):
+            if given is not None:  # a wrong key is a guess; a missing one is not
+                key_failed(request, client)
             raise ProtocolError(
                 "unauthenticated", "missing or wrong admin key: send 'Authorization: Bearer <admin key>'"
             )
