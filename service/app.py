@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from service.dataplane.admission import Admission
+from service.dataplane.keys import KeyFailures
 from service.dataplane.plane import DataPlane
 from service.engine.latent import Encoders
 from service.engine.runtime import RuntimeOptions, resolve_provider
@@ -28,7 +29,7 @@ from service.http.client_identity import TrustedProxies
 from service.http.context import Context
 from service.http.handlers import install_error_handlers
 from service.http.middleware import RequestContext
-from service.http.routers import docs, health, images, latent, metrics, models, oip, repository
+from service.http.routers import docs, health, images, latent, metrics, models, oip, openai, repository
 from service.metrics import Metrics
 from service.oip.core import InferenceService
 from service.settings import Settings
@@ -41,6 +42,7 @@ log = logging.getLogger("imagegen.app")
 # Protocol's routers.oip) is one line here. The key is each router's own dependency.
 ROUTERS: list[APIRouter] = [
     images.router,
+    openai.router,
     models.router,
     health.router,
     metrics.router,
@@ -65,14 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     registry = Registry(settings.models_dir, settings.default_dataset, executor)
     admission = Admission.from_settings(settings, executor)
-    plane = DataPlane(registry, admission, metrics, workers, settings.access_log)
+    key_failures = KeyFailures(settings.key_failure_limit)
+    plane = DataPlane(registry, admission, metrics, workers, settings.access_log, key_failures)
     encoders = Encoders(settings.models_dir, options)
     lifecycle = Lifecycle(registry, settings, metrics, options, plane.batch_hooks, on_retired=encoders.evict)
     inference = InferenceService(registry, settings, plane)
     playground = resources.files("service").joinpath("static/index.html").read_bytes()
-    ctx = Context(
-        settings, registry, lifecycle, plane, inference, encoders, metrics, provider, playground
-    )
+    ctx = Context(settings, registry, lifecycle, plane, inference, encoders, metrics, provider, playground)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,9 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = build_app(lifespan, opentelemetry=settings.opentelemetry)
     app.state.ctx = ctx
     proxies = TrustedProxies(settings.trusted_proxies)
-    app.add_middleware(
-        RequestContext, plane=plane, max_query_bytes=settings.max_query_bytes, proxies=proxies
-    )
+    app.add_middleware(RequestContext, plane=plane, max_query_bytes=settings.max_query_bytes, proxies=proxies)
     return app
 
 

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="Most bytes of a request's line and headers; past it 431 and the connection is "
         "closed, before the rest is read.",
     )
+    key_failure_limit: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description="Wrong API or admin keys one client may send in a minute; past it 429 with "
+        "Retry-After (before any key is compared) until the minute ends. 0: no limit.",
+    )
     trusted_proxies: str = Field(
         "",
         max_length=4096,

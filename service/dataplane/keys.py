@@ -41,6 +41,8 @@ class KeyFailures:
 
     def blocked_for(self, client: object) -> int | None:
         """Whole seconds until `client` may try a key again, or None when it may now."""
+        if not self.limit:
+            return None
         entry = self._windows.get(client)
         if entry is None:
             return None
@@ -52,6 +54,8 @@ class KeyFailures:
         return max(1, math.ceil(left)) if failures >= self.limit else None
 
     def failed(self, client: object) -> None:
+        if not self.limit:
+            return
         now = time.monotonic()
         entry = self._windows.get(client)
         if entry is None or now - entry[0] >= self.window_s:

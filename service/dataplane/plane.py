@@ -57,7 +57,13 @@ class Call:
 
 class DataPlane:
     def __init__(
-        self, registry: Registry, admission: Admission, metrics: Metrics, workers: Executor, access_log: bool
+        self,
+        registry: Registry,
+        admission: Admission,
+        metrics: Metrics,
+        workers: Executor,
+        access_log: bool,
+        key_failures: KeyFailures | None = None,
     ) -> None:
         self.registry = registry
         self.admission = admission
@@ -67,7 +73,7 @@ class DataPlane:
         self.workers = workers
         self._off_loop_pending = 0
         # Failed API/admin key checks per client, shared by every transport.
-        self.key_failures = KeyFailures()
+        self.key_failures = key_failures or KeyFailures()
         self.access_log = access_log
 
     # -- the request path ----------------------------------------------------------------------

@@ -29,6 +29,7 @@ _WHEN = {
     413: "Body larger than IMAGEGEN_MAX_BODY_BYTES.",
     414: "Query string longer than IMAGEGEN_MAX_QUERY_BYTES.",
     415: "Body not application/json.",
+    429: "Too many failed key checks, or (OpenAI-compatible route) the server is overloaded: Retry-After.",
     422: "A parameter or body field outside what is allowed (the details say what is).",
     500: "A server fault, never caused by input (logged with the request id).",
     503: "Model loading or failed, queue full or shutting down (Retry-After where retrying helps).",
@@ -89,6 +90,7 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
-# Every request passes the query-length check and may meet a server fault; keyed routers may 401.
+# Every request passes the query-length check and may meet a server fault; keyed routers may 401,
+# and 429 to a client past its failed key checks.
 COMMON_ERRORS = (414, 500)
-KEYED_ERRORS = (401, 414, 500)
+KEYED_ERRORS = (401, 414, 429, 500)

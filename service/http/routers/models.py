@@ -20,11 +20,15 @@ router = APIRouter(
 async def list_models(request: Request) -> dict[str, Any]:
     ctx = context(request)
     reg = ctx.registry
+    ids = reg.ids()
     return {
-        "models": [reg.models[i].describe() for i in reg.ids()],
+        "models": [reg.models[i].describe() for i in ids],
         "loaded": reg.loaded,
         "provider": ctx.provider,
         "default_dataset": ctx.settings.default_dataset,
+        # OpenAI's list shape beside ours, so its SDK's models.list() reads the same answer.
+        "object": "list",
+        "data": [{"id": i, "object": "model", "created": 0, "owned_by": "imagegen"} for i in ids],
     }
 
 
