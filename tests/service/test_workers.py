@@ -1,0 +1,122 @@
+"""`imagegen serve --workers 2`: real worker processes behind one port, seen from the outside as
+one server (readiness, metrics, identical answers), supervised (restart, stop, failed start)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import Server, repository_of, serving
+
+ADMIN_KEY = "workers-admin-key"
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The server's worker processes (spawned children; not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server.process.pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def metric_value(text: str, name: str) -> float | None:
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def wait_for(condition: object, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def repo(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repository_of(models_dir, tmp_path_factory, "workers-repo", "gan-mnist")
+
+
+def test_two_workers_answer_as_one_server(repo: Path, tmp_path: Path) -> None:
+    env = {"IMAGEGEN_ADMIN_KEY": ADMIN_KEY}
+    with serving(repo, tmp_path, "--workers", "2", env=env) as srv:
+        assert len(worker_pids(srv)) == 2
+        assert httpx.get(srv.url + "/readyz").status_code == 200
+        # A new connection per request: the kernel spreads them over both workers.
+        answers = set()
+        for _ in range(30):
+            r = httpx.get(srv.url + "/sample", params={"model": "gan-mnist", "seed": 7, "digit": 3})
+            assert r.status_code == 200
+            answers.add((r.headers["etag"], r.content))
+        assert len(answers) == 1, "a worker answered the same request with other bytes"
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric_value(text, "imagegen_worker_restarts_total") == 0.0
+        ready = r'^imagegen_model_ready\{model="gan-mnist",pid="(\d+)"\} 1\.0$'
+        ready_pids = set(re.findall(ready, text, re.M))
+        assert ready_pids == {str(p) for p in worker_pids(srv)}
+        served = re.search(
+            r'^imagegen_requests_total\{model="gan-mnist",route="/sample",status="200"\} (\S+)$', text, re.M
+        )
+        assert served is not None and float(served.group(1)) == 30.0  # counted over both workers
+        refused = httpx.post(
+            srv.url + "/v2/repository/models/gan-mnist/unload",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        assert refused.status_code == 403
+        assert "worker processes" in refused.json()["error"]
+        assert srv.stop() == 0
+        assert worker_pids(srv) == []
+
+
+def test_a_dead_worker_is_restarted_and_counted(repo: Path, tmp_path: Path) -> None:
+    with serving(repo, tmp_path, "--workers", "2") as srv:
+        victim = worker_pids(srv)[0]
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> bool:
+            pids = worker_pids(srv)
+            if len(pids) != 2 or victim in pids:
+                return False
+            text = httpx.get(srv.url + "/metrics").text
+            ready = httpx.get(srv.url + "/readyz").status_code == 200
+            return ready and metric_value(text, "imagegen_worker_restarts_total") == 1.0
+
+        wait_for(restarted)
+        for seed in range(10):
+            r = httpx.get(srv.url + "/sample", params={"model": "gan-mnist", "seed": seed})
+            assert r.status_code == 200
+        assert "restarting it" in srv.log()
+
+
+def test_a_worker_that_cannot_load_its_models_stops_the_server(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    broken = repository_of(models_dir, tmp_path_factory, "workers-broken", "gan-mnist")
+    for onnx in broken.glob("gan-mnist/*/model.onnx"):
+        onnx.write_bytes(b"not an onnx model")
+    cmd = [
+        sys.executable, "-m", "imagegen.cli", "serve", "--workers", "2", "--port", "0",
+        "--models-dir", str(broken), "--cpu-threads", "1",
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=environ)
+    assert done.returncode == 1
+    assert "could not load any model" in done.stderr
