@@ -89,6 +89,11 @@ def serve_main(argv: list[str]) -> int:
         from service.logs import setup_logging
 
         setup_logging(settings.log_level, settings.log_format)
+        try:  # refused here, once, with the single process's message and status
+            resolve_provider(settings.provider)
+        except ProviderError as exc:
+            print(f"imagegen serve: {exc}", file=sys.stderr)
+            return 2
         return serve_workers(settings, count)
     return serve_single(settings)
 
