@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import Server, repository_of, serving
+from tests.service.conftest import Server, copy_model, repository_of, serving
 
 ADMIN_KEY = "workers-admin-key"
 
@@ -104,6 +104,24 @@ def test_a_dead_worker_is_restarted_and_counted(repo: Path, tmp_path: Path) -> N
             r = httpx.get(srv.url + "/sample", params={"model": "gan-mnist", "seed": seed})
             assert r.status_code == 200
         assert "restarting it" in srv.log()
+
+
+def test_sighup_reaches_every_worker(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    repo = repository_of(models_dir, tmp_path_factory, "workers-hup", "gan-mnist")
+    with serving(repo, tmp_path, "--workers", "2") as srv:
+        new = {"model": "gan-mnist-copy", "seed": 5}
+        assert httpx.get(srv.url + "/sample", params=new).status_code == 404
+        copy_model(models_dir, "gan-mnist", repo, "gan-mnist-copy")
+        srv.process.send_signal(signal.SIGHUP)
+
+        def every_worker_serves_it() -> bool:
+            # a new connection each: a worker that had not rescanned would answer 404 to some
+            return all(httpx.get(srv.url + "/sample", params=new).status_code == 200 for _ in range(20))
+
+        wait_for(every_worker_serves_it)
+        assert srv.process.poll() is None
 
 
 def test_a_worker_that_cannot_load_its_models_stops_the_server(
