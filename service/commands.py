@@ -89,6 +89,9 @@ def serve_main(argv: list[str]) -> int:
         from service.logs import setup_logging
 
         setup_logging(settings.log_level, settings.log_format)
+        if settings.grpc_port == 0:  # each worker would get a port of its own
+            print("imagegen serve: --grpc-port 0 needs --workers 1 (give a port number)", file=sys.stderr)
+            return 2
         try:  # refused here, once, with the single process's message and status
             resolve_provider(settings.provider)
         except ProviderError as exc:

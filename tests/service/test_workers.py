@@ -138,3 +138,12 @@ def test_a_worker_that_cannot_load_its_models_stops_the_server(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=environ)
     assert done.returncode == 1
     assert "could not load any model" in done.stderr
+
+
+def test_grpc_port_0_needs_one_worker(repo: Path) -> None:
+    cmd = [sys.executable, "-m", "imagegen.cli", "serve", "--workers", "2", "--grpc-port", "0"]
+    cmd += ["--models-dir", str(repo)]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=environ)
+    assert done.returncode == 2
+    assert "--grpc-port 0 needs --workers 1" in done.stderr
