@@ -149,7 +149,8 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="Server processes sharing the port, each with its own models, batchers and event "
-        "loop (default: one per available core; 1: a single process). With several, queue and "
+        "loop (default: one per available core: the CPU affinity, capped by the cgroup's CPU quota; "
+        "1: a single process). With several, queue and "
         "connection limits are split between them and repository load/unload is refused (501).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")

@@ -147,3 +147,15 @@ def test_grpc_port_0_needs_one_worker(repo: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=environ)
     assert done.returncode == 2
     assert "--grpc-port 0 needs --workers 1" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"), [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000", 1)]
+)
+def test_default_worker_count_follows_the_cgroup_quota(tmp_path: Path, cpu_max: str, cap: int | None) -> None:
+    from service.supervisor import available_cores
+
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    cores = len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path / "cpu.max") == (cores if cap is None else min(cores, cap))
+    assert available_cores(tmp_path / "absent") == cores
