@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from tests.service.conftest import Server, copy_model, repository_of, serving
+from tests.service.test_repository_control import add_version
 
 ADMIN_KEY = "workers-admin-key"
 
@@ -122,6 +124,38 @@ def test_sighup_reaches_every_worker(
 
         wait_for(every_worker_serves_it)
         assert srv.process.poll() is None
+
+
+def test_a_sighup_swap_under_load_fails_no_request_in_any_worker(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    repo = repository_of(models_dir, tmp_path_factory, "workers-swap", "gan-mnist")
+    with serving(repo, tmp_path, "--workers", "2") as srv:
+        outcomes: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def send() -> None:
+            seed = 0
+            while not stop.is_set():
+                seed += 1
+                # a new connection each, so both workers take requests throughout
+                r = httpx.get(srv.url + "/sample", params={"model": "gan-mnist", "seed": seed}, timeout=30)
+                outcomes.append((r.status_code, r.headers.get("x-model-version", "")))
+
+        senders = [threading.Thread(target=send) for _ in range(4)]
+        for sender in senders:
+            sender.start()
+        try:
+            wait_for(lambda: len(outcomes) >= 20)
+            new = add_version(repo, "gan-mnist")
+            srv.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: [v for _, v in outcomes[-40:]] == [str(new)] * 40 and len(outcomes) >= 60)
+        finally:
+            stop.set()
+            for sender in senders:
+                sender.join()
+        failures = [o for o in outcomes if o[0] != 200]
+        assert not failures, failures[:5]
 
 
 def test_a_worker_that_cannot_load_its_models_stops_the_server(
