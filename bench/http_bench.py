@@ -101,9 +101,19 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (comparable on a machine shared with other jobs)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a server: every process of its process group (`imagegen serve
+    --workers N`'s workers, LitServe's), from /proc (comparable on a machine shared with other jobs)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pid:  # pgrp: start() gives each server a session of its own
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, path: str, concurrency: int, duration: float, body_file: str | None = None,
@@ -232,6 +242,7 @@ def peer_servers(model: str, models_dir: Path) -> dict[str, Server]:
         "batching": Server("batching", serve),
         "naive_ort": Server("naive_ort", [*naive, "--engine", "ort"]),
         "nobatch": Server("nobatch", serve, {"IMAGEGEN_MAX_BATCH": "1"}),
+        "workers1": Server("workers1", serve, {"IMAGEGEN_WORKERS": "1"}),
         "naive": Server("naive", naive),
         "litserve": Server("litserve", [sys.executable, str(ROOT / "bench" / "litserve_server.py"),
                                         *one_model], ready_path="/health"),
@@ -267,7 +278,7 @@ def summarize(rows: list[dict]) -> dict:
 # --compare: the issue's ratios, each measured back to back under the same load.
 
 TARGETS = {"vs_fixed_png": 0.6, "fixed_png_p99_ms": 50.0, "vs_litserve": 1.5, "litserve_p99_ms": 100.0,
-           "bulk_vs_engine": 0.7}
+           "bulk_vs_engine": 0.7, "vs_workers1": 1.6}
 PNG_CHECK_SEEDS = (0, 1, 42, 2**31 - 1)
 
 
@@ -326,7 +337,9 @@ def compare(args: argparse.Namespace) -> int:
     ours_proc = start(ours_server, ours := free_port())
     try:
         for model in models:
-            peers = {f"litserve:{model}": peer_servers(model, args.models_dir)["litserve"]}
+            peers = {f"litserve:{model}": peer_servers(model, args.models_dir)["litserve"],
+                     # ours runs the default worker count (one per core): the single process beside it
+                     "workers1": peer_servers(model, args.models_dir)["workers1"]}
             if model == ceiling_model:
                 peers["fixed_png"] = peer_servers(model, args.models_dir)["fixed_png"]
                 if args.before:
@@ -427,6 +440,18 @@ def compare_summary(runs: list[dict], models: list[str], ceiling_model: str) -> 
             lines.append(f"{model} /sample n=1 @64: ours {ours:.0f} req/s vs fixed PNG {ceiling:.0f} "
                          f"(p99 {ceiling_p99:.1f} ms) = {row['vs_fixed_png']:.2f}x "
                          f"(target >= 0.6x, p99 < 50 ms: {'holds' if holds else 'missed'})")
+        single, single_p99 = med("workers1", model, "ok_rps"), med("workers1", model, "p99_ms")
+        if single == single:  # not NaN
+            single_cpu = med("workers1", model, "server_cpu_ms_per_request")
+            row.update(workers1_rps=single, workers1_p99_ms=single_p99, vs_workers1=ours / single,
+                       workers1_cpu_ms_per_request=single_cpu,
+                       cpu_vs_workers1=row["ours_cpu_ms_per_request"] / single_cpu)
+            holds = row["vs_workers1"] >= TARGETS["vs_workers1"]
+            lines.append(f"{model} /sample n=1 @64: default workers {ours:.0f} req/s vs --workers 1 "
+                         f"{single:.0f} "
+                         f"(p99 {single_p99:.1f} ms) = {row['vs_workers1']:.2f}x, CPU a request "
+                         f"{row['cpu_vs_workers1']:.2f}x (target >= 1.6x and <= 1.1x CPU: "
+                         f"{'holds' if holds and row['cpu_vs_workers1'] <= 1.1 else 'missed'})")
         out["models"][model] = row
     bulk = med("ours_bulk_npy", ceiling_model, "images_per_s")
     engine_mean = med("engine", ceiling_model, "mean_images_per_s")

@@ -39,6 +39,7 @@ _SERVE_OPTIONS: list[tuple[str, str, type]] = [
     ("--max-scale", "max_scale", int),
     ("--default-dataset", "default_dataset", str),
     ("--cpu-threads", "cpu_threads", int),
+    ("--workers", "workers", int),
     ("--log-level", "log_level", str),
     ("--log-format", "log_format", str),
 ]
@@ -82,6 +83,34 @@ def serve_main(argv: list[str]) -> int:
         print(f"imagegen serve: {exc}", file=sys.stderr)
         return 2
 
+    from service.supervisor import serve_workers, worker_count
+
+    count = worker_count(settings)
+    if count > 1:
+        from service.logs import setup_logging
+
+        setup_logging(settings.log_level, settings.log_format)
+        if settings.grpc_port == 0:  # each worker would get a port of its own
+            print("imagegen serve: --grpc-port 0 needs --workers 1 (give a port number)", file=sys.stderr)
+            return 2
+        try:  # refused here, once, with the single process's message and status
+            resolve_provider(settings.provider)
+        except ProviderError as exc:
+            print(f"imagegen serve: {exc}", file=sys.stderr)
+            return 2
+        return serve_workers(settings, count)
+    return serve_single(settings)
+
+
+def tune_gc() -> None:
+    """Fewer, later collections: a request allocates many short-lived objects, and each young
+    collection that walks the long-lived ones (modules, sessions, settings) is a latency spike."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def serve_single(settings: Settings) -> int:
+    """`--workers 1`: the server in this one process."""
     from service.app import create_app
     from service.dataplane.admission import limit_malloc_arenas
     from service.http.server import build_server
@@ -96,10 +125,7 @@ def serve_main(argv: list[str]) -> int:
     except ProviderError as exc:
         print(f"imagegen serve: {exc}", file=sys.stderr)
         return 2
-    # Fewer, later collections: a request allocates many short-lived objects, and each young
-    # collection that walks the long-lived ones (modules, sessions, settings) is a latency spike.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()
     server = build_server(app, settings)
     # uvicorn handles SIGTERM/SIGINT: stop accepting, finish in-flight requests (for at most
     # graceful_timeout seconds), run the lifespan's shutdown (batchers drain), then return.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -58,9 +59,10 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "imagegen_queue_depth",
-            "Images waiting for a run, by model.",
+            "Images waiting for a run, by model (per worker process under --workers: a pid label).",
             ["model"],
             registry=r,
+            multiprocess_mode="liveall",
         )
         self.images = Counter(
             "imagegen_images_total",
@@ -70,9 +72,10 @@ class Metrics:
         )
         self.model_ready = Gauge(
             "imagegen_model_ready",
-            "1 when the model is loaded and warmed, else 0.",
+            "1 when the model is loaded and warmed, else 0 (per worker process under --workers).",
             ["model"],
             registry=r,
+            multiprocess_mode="liveall",
         )
         # Label children are looked up once per (labels) and kept: cheaper on the hot path.
         self._request_children: dict[tuple[str, str, str], Counter] = {}
@@ -115,4 +118,13 @@ class Metrics:
         return on_batch, depth.set
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        # Set by the supervisor of a multi-process server (service/supervisor.py); prometheus_client
+        # itself reads it on import to keep every process's values in that folder.
+        multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not multiproc_dir:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        whole_server = CollectorRegistry()
+        multiprocess.MultiProcessCollector(whole_server, multiproc_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(whole_server)

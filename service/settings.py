@@ -170,7 +170,17 @@ class Settings(BaseSettings):
         default_factory=_default_threads,
         ge=1,
         le=256,
-        description="ONNX Runtime intra-op threads per session on CPU (default: cores - 1, at least 1).",
+        description="ONNX Runtime intra-op threads per session on CPU, per worker process (default: "
+        "cores - 1, at least 1, with one worker; cores / workers, at least 1, with several).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Server processes sharing the port, each with its own models, batchers and event "
+        "loop (default: one per available core: the CPU affinity, capped by the cgroup's CPU quota; "
+        "1: a single process). With several, queue and "
+        "connection limits are split between them and repository load/unload is refused (501).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(

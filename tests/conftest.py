@@ -36,6 +36,7 @@ SLOW_MODULES = {
     "tests/service/test_batching_http.py",
     "tests/service/test_limits.py",
     "tests/service/test_scripts.py",
+    "tests/service/test_workers.py",
 }
 
 

@@ -92,6 +92,9 @@ def build_server(app: Any, settings: Settings) -> Server:
         log_level=settings.log_level.lower(),
         backlog=4096,
         server_header=False,
+        # uvicorn would believe X-Forwarded-For from loopback peers and rewrite the client before
+        # us; service/http/client_identity.py decides whom to believe (IMAGEGEN_TRUSTED_PROXIES).
+        proxy_headers=False,
         # uvicorn annotates both int; it passes them on as seconds (call_later, wait_for): floats work
         timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]

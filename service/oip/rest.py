@@ -13,6 +13,9 @@ import json
 import zlib
 from typing import Any
 
+import numpy as np
+import orjson
+
 from service.oip.errors import ProtocolError
 from service.oip.tensors import Tensor, check_header, from_bytes, from_values, to_bytes
 from service.oip.types import InferRequest, InferResponse, RequestedOutput
@@ -165,16 +168,24 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = tensor.data.ravel().tolist()
+            # orjson writes contiguous, native-order arrays straight from their buffer
+            entry["data"] = np.ascontiguousarray(tensor.data.ravel(), tensor.data.dtype.newbyteorder("="))
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         doc["id"] = response.id
     doc["outputs"] = outputs
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_as_list)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+def _as_list(value: Any) -> Any:
+    """What orjson cannot write natively (an array of a dtype it lacks): as a list."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def error_body(message: str) -> bytes:

@@ -101,6 +101,8 @@ def start_server(
         str(models_dir),
         "--cpu-threads",
         "1",
+        "--workers",  # one process, as before --workers existed; a test's own --workers comes later
+        "1",
         *extra,
     ]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}

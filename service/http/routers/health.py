@@ -32,6 +32,13 @@ async def readyz(request: Request) -> JSONResponse:
     reg = ctx.registry
     states = {i: reg.models[i].state for i in reg.ids()}
     detail = authorized(request)
+    # Under --workers, every worker must be ready too (service/worker.py sets this check).
+    peers_ready = getattr(request.app.state, "peers_ready", None)
+    if peers_ready is not None and not peers_ready():
+        return JSONResponse(
+            {"error": {"code": "not_ready", "message": "models are still loading in another worker"}},
+            status_code=503,
+        )
     if reg.loaded and any(state == "ready" for state in states.values()):
         if not detail:
             return JSONResponse({"status": "ready"})

@@ -109,6 +109,7 @@ def _model_control(action: str, summary: str) -> Callable[[Handler], Handler]:
 @_model_control("load", "Load or reload a model from its folder")
 async def load_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
+    _refuse_under_workers(request)
     parameters = await _parameters(request, allowed=set())
     if "config" in parameters or any(key.startswith("file:") for key in parameters):
         raise ProtocolError(
@@ -126,6 +127,7 @@ async def load_model(request: Request, name: str) -> JSONResponse:
 @_model_control("unload", "Unload a model once its requests finish")
 async def unload_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
+    _refuse_under_workers(request)
     await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
     await ctx.lifecycle.unload_model(name)
     return _model_state(request, name)
@@ -182,3 +184,16 @@ async def _read_object(request: Request, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise ProtocolError("invalid", f"unknown field(s) {unknown[:5]}; allowed: {sorted(allowed)}")
     return body
+
+
+def _refuse_under_workers(request: Request) -> None:
+    """Under --workers N > 1 each worker has its own registry, and a load or unload here would reach
+    only the worker that took the request: refused rather than served by some workers only. SIGHUP
+    to the server (every worker rescans) changes the models of all of them."""
+    count = getattr(request.app.state, "worker_count", 1)
+    if count > 1:
+        raise ProtocolError(
+            "forbidden",
+            f"repository load/unload is disabled with {count} worker processes (it would reach one "
+            "of them): change the model folders and send SIGHUP, or serve with --workers 1",
+        )
