@@ -112,7 +112,7 @@ def tune_gc() -> None:
 def serve_single(settings: Settings) -> int:
     """`--workers 1`: the server in this one process."""
     from service.app import create_app
-    from service.dataplane.admission import limit_malloc_arenas
+    from service.dataplane.memory import limit_malloc_arenas
     from service.http.server import build_server
     from service.logs import setup_logging
 

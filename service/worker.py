@@ -41,7 +41,7 @@ def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int) 
     """The worker process's main: serve until SIGTERM, then exit 0 (1 if the server never started)."""
     from service.app import create_app
     from service.commands import tune_gc
-    from service.dataplane.admission import limit_malloc_arenas
+    from service.dataplane.memory import limit_malloc_arenas
     from service.engine.runtime import ProviderError
     from service.http.server import build_server
     from service.logs import setup_logging

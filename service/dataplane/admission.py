@@ -14,7 +14,8 @@ and the admitted work never waits long:
   keeps its response in memory) stay under `max_response_bytes`.
 - **Retry-After** is the expected drain time of what is ahead, with jitter (x0.5-1.5) so retries
   spread; the header rounds up to whole seconds as HTTP requires, the body's `retry_after_ms` is
-  exact. A connection that comes back before its Retry-After has passed is **held** until then
+  exact. A client (its address, service/http/client_identity.py) that comes back before its
+  Retry-After has passed is **held** until then
   (a timer, nothing parsed): clients that ignore Retry-After are paced to what they were told,
   while well-behaved ones still get their 503 at once.
 
@@ -24,11 +25,8 @@ Nothing here knows HTTP beyond raising `Overloaded` with its headers.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.dataplane.memory import MemoryTrimmer
 from service.engine.batching import RunReport
 from service.errors import Overloaded
 
@@ -46,7 +45,7 @@ DEFAULT_RATE = 1000.0
 RATE_SMOOTHING = 0.2  # weight of the newest run in the moving average of a model's images/s
 MIN_RETRY_S = 0.05
 MAX_RETRY_S = 30.0
-# Held early retries: at most this many remembered connections before expired ones are pruned.
+# Held early retries: at most this many remembered clients before expired ones are pruned.
 MAX_REMEMBERED = 4096
 
 
@@ -112,7 +111,7 @@ class Admission:
     gates: dict[str, ModelGate] = field(default_factory=dict)
     _total_images: int = 0
     _response_bytes: int = 0
-    _not_before: dict[Any, float] = field(default_factory=dict)  # connection -> monotonic time
+    _not_before: dict[Any, float] = field(default_factory=dict)  # client -> monotonic time
     trimmer: MemoryTrimmer | None = None  # told of response bytes, and when nothing is in flight
 
     @classmethod
@@ -199,18 +198,23 @@ class Admission:
             now = time.monotonic()
             self._not_before = {c: t for c, t in self._not_before.items() if t > now}
             if len(self._not_before) >= MAX_REMEMBERED:
-                return  # a flood of distinct connections: they are refused, just not held
-        self._not_before[client] = not_before
+                return  # a flood of distinct clients: they are refused, just not held
+        # The later time wins: requests refused at once must not shorten each other's wait.
+        self._not_before[client] = max(not_before, self._not_before.get(client, 0.0))
 
     async def hold_early_retry(self, client: Any) -> None:
-        """Wait until this connection's Retry-After has passed, if it came back sooner."""
+        """Wait until this client's Retry-After has passed, if it came back sooner. Every request
+        of a held client waits, not only the next one, so it cannot spread retries over connections."""
         if not self._not_before or client is None:
             return
-        not_before = self._not_before.pop(client, None)
-        if not_before is not None:
-            wait = not_before - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        not_before = self._not_before.get(client)
+        if not_before is None:
+            return
+        wait = not_before - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif self._not_before.get(client) == not_before:
+            del self._not_before[client]  # passed: forgotten
 
     # -- releases ----------------------------------------------------------------------------
 
@@ -226,77 +230,3 @@ class Admission:
     def _maybe_idle(self) -> None:
         if self._total_images == 0 and self._response_bytes == 0 and self.trimmer is not None:
             self.trimmer.idle()
-
-
-class MemoryTrimmer:
-    """Gives freed heap memory back to the system once the server is idle after a burst.
-
-    glibc keeps freed memory in its arenas (and raises its mmap threshold after large frees, so
-    later large buffers come from the heap too): after a burst of large responses, RSS stayed
-    high (issue 16, row 5). `malloc_trim(0)` returns it; it runs off the event loop, once the
-    server has been idle for `delay_s`, and only after at least `min_bytes` of responses."""
-
-    def __init__(self, executor: Executor | None, delay_s: float = 1.0, min_bytes: int = 8 << 20) -> None:
-        self._trim = _malloc_trim()
-        self._executor = executor
-        self.delay_s = delay_s
-        self.min_bytes = min_bytes
-        self._since_trim = 0  # response bytes reserved since the last trim
-        self._timer: asyncio.TimerHandle | None = None
-        self.trims = 0
-
-    @property
-    def available(self) -> bool:
-        return self._trim is not None
-
-    def saw_bytes(self, count: int) -> None:
-        self._since_trim += count
-        if self._timer is not None:  # busy again: wait for the next idle moment
-            self._timer.cancel()
-            self._timer = None
-
-    def idle(self) -> None:
-        if self._trim is None or self._since_trim < self.min_bytes or self._timer is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.delay_s, self._run)
-
-    def _run(self) -> None:
-        self._timer = None
-        self._since_trim = 0
-        self.trims += 1
-        asyncio.get_running_loop().run_in_executor(self._executor, self._trim)  # type: ignore[arg-type]
-
-
-# glibc's mallopt parameter for the arena count (malloc.h); not exported by ctypes.
-_M_ARENA_MAX = -8
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """At most `arenas` glibc malloc arenas, set in the process before its threads start: with
-    one arena per thread, freed response memory stayed apart and RSS after a burst was 2.2x warm
-    for a `pip install .` server (the Docker image set MALLOC_ARENA_MAX=2 in its environment).
-    An explicit MALLOC_ARENA_MAX in the environment wins. False where there is no glibc."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
-
-
-def _malloc_trim() -> Callable[[], Any] | None:
-    """glibc's malloc_trim(0), or None where there is no glibc (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
