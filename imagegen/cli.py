@@ -14,7 +14,9 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 
-TRAIN_EXTRA = "pip install 'imagegen[train]'"
+# From a clone (the usual case) the extra comes from the checkout: `pip install 'imagegen[train]'`
+# would fetch an unrelated package of that name from the index.
+TRAIN_EXTRA = "pip install -e '.[train]' (from the repository's checkout)"
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,19 @@ COMMANDS = {
 def _usage() -> str:
     lines = ["usage: imagegen <command> [options]", "", "commands:"]
     lines += [f"  {name:<9} {cmd.help}" for name, cmd in COMMANDS.items()]
-    lines += ["", "`imagegen <command> --help` describes a command's options."]
+    lines += ["", "`imagegen <command> --help` describes a command's options; `imagegen --version`."]
     return "\n".join(lines)
+
+
+def version() -> str:
+    """The installed distribution's version (the checkout's, for an editable install)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("imagegen")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def missing_modules(names: tuple[str, ...]) -> list[str]:
@@ -53,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"imagegen {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -13,7 +13,7 @@ from service.engine.generation import Generator
 from service.engine.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
 from service.errors import ModelLoadError, ServiceError
 from service.http.params import ImageQuery, query_request, read_query_as
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings, unknown_variables
 from service.store import repository
 from service.store.lifecycle import Lifecycle
 from service.store.names import find_model
@@ -83,6 +83,15 @@ def serve_main(argv: list[str]) -> int:
         print(f"imagegen serve: {exc}", file=sys.stderr)
         return 2
 
+    for line in unknown_variables():
+        print(f"imagegen serve: warning: {line}", file=sys.stderr)
+    problem = models_dir_problem(
+        settings.models_dir, "--models-dir" if args.models_dir else "IMAGEGEN_MODELS_DIR"
+    )
+    if problem:
+        print(f"imagegen serve: {problem}", file=sys.stderr)
+        return 2
+
     from service.supervisor import serve_workers, worker_count
 
     count = worker_count(settings)
@@ -100,6 +109,18 @@ def serve_main(argv: list[str]) -> int:
             return 2
         return serve_workers(settings, count)
     return serve_single(settings)
+
+
+def models_dir_problem(models_dir: Path, flag: str) -> str | None:
+    """Why `models_dir` cannot be served (missing, or holds no model folder), naming its absolute
+    path and the option to fix it; None when it holds at least one model folder."""
+    where = Path(models_dir).resolve()
+    fix = f"point {flag} at a model repository (the checkout's models/ has the shipped ones)"
+    if not where.is_dir():
+        return f"no models directory at {where}: {fix}"
+    if not any(child.is_dir() and not child.name.startswith(".") for child in where.iterdir()):
+        return f"the models directory {where} holds no model folder: {fix}"
+    return None
 
 
 def tune_gc() -> None:

@@ -36,14 +36,21 @@ def _imagegen(site_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": f"{REPO}:{site_dir}", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, "-S", "-m", "imagegen.cli", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_the_serving_only_site_really_lacks_torch(serving_only_site: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-S", "-c", "import torch"],
-        env={"PYTHONPATH": str(serving_only_site)}, capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(serving_only_site)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0 and "No module named 'torch'" in done.stderr
 
@@ -53,7 +60,9 @@ def test_training_commands_name_the_extra_and_exit_2(serving_only_site: Path, co
     done = _imagegen(serving_only_site, command, "--help")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'imagegen[train]'" in lines[0], done.stderr
+    # The hint installs from the checkout: `pip install 'imagegen[train]'` would fetch an
+    # unrelated package of that name from the index.
+    assert len(lines) == 1 and "pip install -e '.[train]'" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -62,3 +71,40 @@ def test_serving_commands_work_without_torch(serving_only_site: Path, command: s
     done = _imagegen(serving_only_site, command, "--help")
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "imagegen.cli", *args], capture_output=True, text=True, timeout=60, env=environ
+    )
+
+
+def test_version() -> None:
+    done = _cli("--version")
+    assert done.returncode == 0 and re.match(r"^imagegen \d+\.\d+", done.stdout), done.stdout
+
+
+def test_serve_refuses_a_missing_or_empty_models_dir_naming_path_and_flag(tmp_path: Path) -> None:
+    missing = _cli("serve", "--models-dir", str(tmp_path / "nowhere"), "--port", "0")
+    assert missing.returncode == 2
+    assert str((tmp_path / "nowhere").resolve()) in missing.stderr and "--models-dir" in missing.stderr
+    empty = _cli("serve", "--port", "0", env={"IMAGEGEN_MODELS_DIR": str(tmp_path)})
+    assert empty.returncode == 2
+    assert "holds no model folder" in empty.stderr and "IMAGEGEN_MODELS_DIR" in empty.stderr
+
+
+def test_errors_name_the_flag_the_user_typed() -> None:
+    done = _cli("serve", "--provider", "gpu")
+    assert done.returncode == 2
+    assert "--provider:" in done.stderr and "IMAGEGEN_PROVIDER" not in done.stderr
+    by_env = _cli("serve", env={"IMAGEGEN_PROVIDER": "gpu"})
+    assert by_env.returncode == 2 and "IMAGEGEN_PROVIDER:" in by_env.stderr
+
+
+def test_a_misspelt_variable_is_warned_about_with_the_closest_name(tmp_path: Path) -> None:
+    done = _cli("serve", "--models-dir", str(tmp_path / "nowhere"), env={"IMAGEGEN_MODEL_DIR": "models"})
+    assert "IMAGEGEN_MODEL_DIR is not a setting" in done.stderr
+    assert "did you mean IMAGEGEN_MODELS_DIR?" in done.stderr
