@@ -57,7 +57,8 @@ class Replica:
 def start_replica(models_dir: Path, cpu_threads: int, log: Path) -> Replica:
     port = free_port()
     command = [sys.executable, "-m", "imagegen.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--models-dir", str(models_dir), "--cpu-threads", str(cpu_threads), "--no-access-log"]
+               "--models-dir", str(models_dir), "--cpu-threads", str(cpu_threads), "--no-access-log",
+               "--workers", "1"]  # a replica is one process: killing it must stop its serving
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     return Replica(port, proc)

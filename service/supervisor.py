@@ -108,7 +108,7 @@ class Supervisor:
         self.slots[index] = STARTING
         process = self.context.Process(
             target=run_worker,
-            args=(self.child_settings, self.sock, self.slots, index),
+            args=(self.child_settings, self.sock, self.slots, index, os.getpid()),
             name=f"imagegen-worker-{index}",
         )
         process.start()

@@ -19,6 +19,23 @@ from service.settings import Settings
 
 # Values a worker writes in its readiness slot; the parent reads them.
 STARTING, READY, FAILED = 0, 1, -1
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even by SIGKILL (which it cannot
+    handle); orphaned workers kept serving on the shared port after their parent was killed."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:  # the parent died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _report_readiness(server: Any, app: Any, slots: Any, index: int) -> None:
@@ -37,7 +54,7 @@ def _report_readiness(server: Any, app: Any, slots: Any, index: int) -> None:
     slots[index] = READY
 
 
-def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int) -> None:
+def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int, parent_pid: int = 0) -> None:
     """The worker process's main: serve until SIGTERM, then exit 0 (1 if the server never started)."""
     from service.app import create_app
     from service.commands import tune_gc
@@ -48,6 +65,7 @@ def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int) 
 
     # SIGINT (a Ctrl-C to the whole process group) is the parent's to handle: it stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     limit_malloc_arenas()  # before any thread, as in the single process
     setup_logging(settings.log_level, settings.log_format)
     try:

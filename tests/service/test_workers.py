@@ -108,6 +108,28 @@ def test_a_dead_worker_is_restarted_and_counted(repo: Path, tmp_path: Path) -> N
         assert "restarting it" in srv.log()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(repo: Path, tmp_path: Path) -> None:
+    """SIGKILL to the parent (which it cannot handle) must not leave workers serving the port."""
+    with serving(repo, tmp_path, "--workers", "2") as srv:
+        workers = worker_pids(srv)
+        assert len(workers) == 2
+        srv.process.kill()
+        srv.process.wait(timeout=10)
+
+        def alive(pid: int) -> bool:
+            try:
+                return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+
+        def gone() -> bool:
+            return not any(alive(pid) for pid in workers)
+
+        wait_for(gone, 30)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(srv.url + "/healthz", timeout=2)
+
+
 def test_sighup_reaches_every_worker(
     models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
