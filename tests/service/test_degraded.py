@@ -223,8 +223,8 @@ def _sigterm_with_requests_in_flight(srv: Server, conditional: dict) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
-        (["--max-batch", "0"], {}, "IMAGEGEN_MAX_BATCH"),
-        (["--port", "70000"], {}, "IMAGEGEN_PORT"),
+        (["--max-batch", "0"], {}, "--max-batch:"),  # the flag the user typed, not its variable
+        (["--port", "70000"], {}, "--port:"),
         ([], {"IMAGEGEN_PROVIDER": "tpu"}, "IMAGEGEN_PROVIDER"),
         ([], {"IMAGEGEN_MAX_N": "100", "IMAGEGEN_QUEUE_LIMIT": "10"}, "max_n"),
         ([], {"IMAGEGEN_LOG_FORMAT": "xml"}, "IMAGEGEN_LOG_FORMAT"),
