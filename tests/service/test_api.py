@@ -261,3 +261,16 @@ def test_metric_names(client: httpx.Client, conditional: dict) -> None:
         assert name in text, name
     assert f'imagegen_requests_total{{model="{conditional["id"]}",route="/sample",status="200"}}' in text
     assert f'imagegen_model_ready{{model="{conditional["id"]}"}} 1.0' in text
+
+
+def test_a_class_of_another_dataset_suggests_that_dataset(client: httpx.Client) -> None:
+    """`model=gan&class=bag` resolves to the default dataset's gan; the answer says where bags are."""
+    r = client.get("/sample", params={"model": "gan", "class": "bag", "seed": 1})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["suggest"]["dataset"] == "fashion"
+    assert "gan-fashion" in error["suggest"]["models"]
+    assert all(not m.endswith("-seed") for m in error["suggest"]["models"])
+    assert "dataset=fashion" in error["message"]
+    followed = client.get("/sample", params={"model": "gan", "class": "bag", "seed": 1, "dataset": "fashion"})
+    assert followed.status_code == 200

@@ -76,7 +76,12 @@ async def _get_images(request: Request, ctx: Context) -> Response:
         raise
     served = plane.resolve(call, query.model, query.dataset)
     s = ctx.settings
-    get = query_request(served, query, max_n=s.max_n, max_scale=s.max_scale)
+    try:
+        get = query_request(served, query, max_n=s.max_n, max_scale=s.max_scale)
+    except InvalidParameter as exc:
+        if exc.details.get("parameter") == "class" and query.class_ is not None:
+            _suggest_models_with(ctx, exc, query.class_)
+        raise
     headers = _model_headers(served, get.seed)
     if get.seed_given:
         req = get.request
@@ -188,6 +193,21 @@ def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> l
         }
         for seed, label, png in zip(req.seeds, req.labels, pngs, strict=True)
     ]
+
+
+def _suggest_models_with(ctx: Context, exc: InvalidParameter, name: str) -> None:
+    """`model=gan&class=bag` on MNIST: name the dataset and the ready models that have the class."""
+    having = [
+        served
+        for i in ctx.registry.ready_ids()
+        if (served := ctx.registry.models[i]).manifest is not None
+        and not served.manifest.baseline
+        and served.lookup_class(name) is not None
+    ]
+    if having:
+        dataset = having[0].require_manifest().dataset
+        exc.details["suggest"] = {"dataset": dataset, "models": [m.id for m in having]}
+        exc.message += f"; {name!r} is a class of the {dataset} models: add dataset={dataset} or use one"
 
 
 def _model_headers(served: ServedModel, seed: int) -> dict[str, str]:
