@@ -90,6 +90,9 @@ def test_two_workers_answer_as_one_server(repo: Path, tmp_path: Path) -> None:
 
 def test_a_dead_worker_is_restarted_and_counted(repo: Path, tmp_path: Path) -> None:
     with serving(repo, tmp_path, "--workers", "2") as srv:
+        # Both workers up and ready first: a worker that dies before it is ready is a failed start
+        # (which stops the server), not a crash to restart; under a loaded CI run that raced.
+        wait_for(lambda: len(worker_pids(srv)) == 2 and httpx.get(srv.url + "/readyz").status_code == 200)
         victim = worker_pids(srv)[0]
         os.kill(victim, signal.SIGKILL)
 
