@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from service.engine.generation import Generator
 from service.engine.runtime import ModelRuntime, ProviderError, RuntimeOptions, resolve_provider
 from service.errors import ModelLoadError, ServiceError
 from service.http.params import ImageQuery, query_request, read_query_as
-from service.settings import Settings, SettingsError, load_settings, unknown_variables
+from service.settings import Settings, SettingsError, load_settings
 from service.store import repository
 from service.store.lifecycle import Lifecycle
 from service.store.names import find_model
@@ -109,6 +111,25 @@ def serve_main(argv: list[str]) -> int:
             return 2
         return serve_workers(settings, count)
     return serve_single(settings)
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """One warning line per `IMAGEGEN_*` variable that names no setting, with the closest known
+    name: a misspelt variable was silently ignored."""
+    known = {f"IMAGEGEN_{name.upper()}" for name in Settings.model_fields}
+    # Read by other parts of the project (training, the healthcheck, compose, tests), not by Settings.
+    known |= {
+        "IMAGEGEN_DATA_DIR", "IMAGEGEN_SHARED", "IMAGEGEN_HEALTH_URL", "IMAGEGEN_URL", "IMAGEGEN_OUT_DIR",
+        "IMAGEGEN_SCREENSHOT_DIR", "IMAGEGEN_TEST_MODELS_DIR", "IMAGEGEN_TLS_DIR", "IMAGEGEN_TLS_NAME",
+        "IMAGEGEN_UPSTREAM",
+    }  # fmt: skip
+    lines = []
+    for name in sorted(environ if environ is not None else os.environ):
+        if name.startswith("IMAGEGEN_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            lines.append(f"{name} is not a setting and is ignored{hint}")
+    return lines
 
 
 def models_dir_problem(models_dir: Path, flag: str) -> str | None:

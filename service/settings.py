@@ -263,27 +263,6 @@ class Settings(BaseSettings):
         return self
 
 
-def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
-    """One warning line per `IMAGEGEN_*` variable that names no setting, with the closest known
-    name: a misspelt variable was silently ignored."""
-    import difflib
-
-    known = {f"IMAGEGEN_{name.upper()}" for name in Settings.model_fields}
-    # Read by other parts of the project (training, the healthcheck, compose, tests), not by Settings.
-    known |= {
-        "IMAGEGEN_DATA_DIR", "IMAGEGEN_SHARED", "IMAGEGEN_HEALTH_URL", "IMAGEGEN_URL", "IMAGEGEN_OUT_DIR",
-        "IMAGEGEN_SCREENSHOT_DIR", "IMAGEGEN_TEST_MODELS_DIR", "IMAGEGEN_TLS_DIR", "IMAGEGEN_TLS_NAME",
-        "IMAGEGEN_UPSTREAM",
-    }  # fmt: skip
-    lines = []
-    for name in sorted(environ if environ is not None else os.environ):
-        if name.startswith("IMAGEGEN_") and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            lines.append(f"{name} is not a setting and is ignored{hint}")
-    return lines
-
-
 class SettingsError(Exception):
     """Settings that cannot start the service; the message is one line per problem."""
 

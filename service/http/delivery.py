@@ -27,6 +27,8 @@ from starlette.responses import Response
 
 from service.dataplane.admission import Ticket
 from service.dataplane.plane import Call
+from service.engine.generation import ImageRequest
+from service.store.served import ServedModel
 
 # Bytes per ASGI body message: below uvicorn's write high-water mark (64 KiB), so every send
 # after the first waits for the client to read.
@@ -115,6 +117,13 @@ def metered(build: Callable[[], Response], ticket: Ticket) -> Response:
     except BaseException:
         ticket.release()
         raise
+
+
+def response_bytes(served: ServedModel, image_request: ImageRequest) -> int:
+    """What admission reserves for an image request's response: an upper bound of its size."""
+    image = served.require_manifest().image
+    values = image.channels * image.height * image.width
+    return estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
 
 
 def estimate_bytes(values_per_image: int, n: int, scale: int, output: str) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
@@ -25,10 +26,21 @@ log = logging.getLogger("imagegen.app")
 # Validation stops reporting after this many errors: the client learns what to fix first, and a
 # body of 340,000 bad items does not turn into a 60 MB answer (issue 16, row 2).
 MAX_REPORTED_ERRORS = 5
+M = TypeVar("M", bound=BaseModel)
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def validated(model: type[M], body: Any) -> M:
+    """A parsed JSON body as `model`, or 422 `invalid_request` with the first few errors."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "request body does not match the schema", **validation_errors(exc.errors())
+        ) from None
 
 
 def validation_errors(errors: Sequence[Any]) -> dict[str, Any]:

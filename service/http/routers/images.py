@@ -10,19 +10,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from service.engine.generation import ImageRequest
 from service.errors import (
     InvalidParameter,
-    InvalidRequest,
 )
 from service.http.auth import require_key
 from service.http.body import read_json
 from service.http.context import Context, context
-from service.http.delivery import MeteredResponse, estimate_bytes, http_call, metered_json
+from service.http.delivery import MeteredResponse, http_call, metered_json, response_bytes
 from service.http.etag import etag_matches, image_etag
-from service.http.handlers import validation_errors
+from service.http.handlers import validated
 from service.http.images_body import ImagesBody, body_request, check_item_count
 from service.http.params import ImageQuery, query_request, read_query
 from service.http.routers.common import KEYED_ERRORS, ErrorBody, error_responses, query_parameters
@@ -95,7 +93,7 @@ async def _get_images(request: Request, ctx: Context) -> Response:
             return Response(status_code=304, headers=headers)
     else:
         headers["Cache-Control"] = "no-store"
-    result, ticket = await plane.execute(call, served, get.request, _response_bytes(served, get.request))
+    result, ticket = await plane.execute(call, served, get.request, response_bytes(served, get.request))
     try:
         if get.fmt == "json":
             body = {
@@ -140,15 +138,11 @@ async def images(request: Request) -> Response:
         request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth, timeout_s=s.body_timeout
     )
     _check_list_lengths(body, s.max_items)
-    try:
-        spec = ImagesBody.model_validate(body)
-    except ValidationError as exc:
-        details = validation_errors(exc.errors())
-        raise InvalidRequest("request body does not match the schema", **details) from None
+    spec = validated(ImagesBody, body)
     served = plane.resolve(call, spec.model, spec.dataset)
     req = body_request(served, spec, max_items=s.max_items, max_scale=s.max_scale)
     headers = _model_headers(served, req.seeds[0])
-    result, ticket = await plane.execute(call, served, req, _response_bytes(served, req))
+    result, ticket = await plane.execute(call, served, req, response_bytes(served, req))
     try:
         if spec.format == "npy":
             return MeteredResponse(result, ticket, media_type="application/x-npy", headers=headers)
@@ -172,13 +166,6 @@ def _check_list_lengths(body: Any, max_items: int) -> None:
             value = body.get(name)
             if isinstance(value, list):
                 check_item_count(len(value), max_items)
-
-
-def _response_bytes(served: ServedModel, image_request: ImageRequest) -> int:
-    """What admission reserves for the response: an upper bound of its size."""
-    image = served.require_manifest().image
-    values = image.channels * image.height * image.width
-    return estimate_bytes(values, image_request.n, image_request.scale, image_request.output)
 
 
 def _image_entries(served: ServedModel, req: ImageRequest, pngs: list[str]) -> list[dict[str, Any]]:

@@ -19,17 +19,17 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from imagegen.contract.manifest import ImageSpec
 from imagegen.contract.sampling import MAX_SEED
 from service.engine.generation import ImageRequest
-from service.errors import InvalidParameter, InvalidRequest, LimitExceeded, ServiceError
+from service.errors import InvalidParameter, LimitExceeded, ServiceError
 from service.http.auth import require_key
 from service.http.body import read_json
 from service.http.context import context
-from service.http.delivery import estimate_bytes, http_call, metered_json
-from service.http.handlers import validation_errors
+from service.http.delivery import http_call, metered_json, response_bytes
+from service.http.handlers import validated
 from service.http.params import MAX_ID_CHARS, check_output_size, draw_seed, item_labels
 from service.http.prompts import prompt_class
 from service.http.routers.common import KEYED_ERRORS, error_responses
@@ -95,12 +95,7 @@ async def _generate(request: Request) -> Response:
     body = await read_json(
         request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth, timeout_s=s.body_timeout
     )
-    try:
-        spec = GenerationsBody.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            "request body does not match the schema", **validation_errors(exc.errors())
-        ) from None
+    spec = validated(GenerationsBody, body)
     served = plane.resolve(call, spec.model, spec.dataset)
     manifest = served.require_manifest()
     if spec.n > s.max_n:
@@ -118,9 +113,7 @@ async def _generate(request: Request) -> Response:
                 for seed, lab in zip(seeds, labels, strict=True)]  # fmt: skip
         return JSONResponse({"created": created, "data": data})
     req = ImageRequest(seeds, labels, scale, "png_base64_list")
-    image = manifest.image
-    reserve = estimate_bytes(image.channels * image.height * image.width, req.n, scale, req.output)
-    pngs, ticket = await plane.execute(call, served, req, reserve)
+    pngs, ticket = await plane.execute(call, served, req, response_bytes(served, req))
     names = manifest.class_names
     data = [{"b64_json": png, "revised_prompt": names[lab] if manifest.conditional else spec.prompt}
             for png, lab in zip(pngs, labels, strict=True)]  # fmt: skip
