@@ -12,6 +12,7 @@ safetensors holds tensors and strings only, so loading it cannot run code (unlik
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from imagegen.contract.manifest import MANIFEST_NAME, Manifest
 from training.checkpoint import build_model
+from training.families import get_family
 from training.families.base import FamilyModel
 
 WEIGHTS_NAME = "training.safetensors"
@@ -75,11 +77,14 @@ def load_weights(
     meta = read_metadata(path)
     if family is not None and meta["family"] != family:
         raise WeightsError(f"{source} is a {meta['family']} model, not {family}")
-    unknown = set(config_changes or {}) - set(meta["model_config"])
+    # fields added to the family since these weights were saved (a VAE's critic) may be set too
+    fields = dataclasses.fields(get_family(meta["family"]).Config)
+    known = set(meta["model_config"]) | {f.name for f in fields}
+    unknown = set(config_changes or {}) - known
     if unknown:
         raise WeightsError(
             f"--set {sorted(unknown)}: not fields of the {meta['family']} model in {path}; "
-            f"known: {sorted(meta['model_config'])}"
+            f"known: {sorted(known)}"
         )
     config = {**meta["model_config"], **(config_changes or {})}
     model = build_model(meta["family"], config)

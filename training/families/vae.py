@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
 
 from training.families.base import (
     BaseConfig,
@@ -28,7 +29,9 @@ from training.families.base import (
     randn,
     upsample_plan,
 )
+from training.families.critic import Critic, critic_step, decoder_terms
 from training.families.layers import down_stack, given, one_hot_maps
+from training.families.vae_latent import ClassPrior, LatentMap, gaussian_kl
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ("temperature",)
@@ -58,6 +61,14 @@ class Config(BaseConfig):
     # NVAE): below 1 it trades variety for images nearer their class's typical look. Training
     # ignores it; it can be set when resuming for the last epoch before export.
     temperature: float = 1.0
+    # VAE-GAN (families/critic.py): weights, per image value, of a critic's adversarial loss on
+    # the decoder's images and of feature matching between a reconstruction and its image; both 0 =
+    # a plain VAE (no critic).
+    adv_weight: float = 0.0
+    feature_weight: float = 0.0
+    d_width: int = 32
+    # steps a new critic trains alone when a plain VAE's weights are continued with one
+    critic_warmup: int = 500
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
@@ -136,68 +147,6 @@ class Decoder(nn.Module):
         return h  # logits
 
 
-class ClassPrior(nn.Module):
-    """p(z | y) = N(mu_y, exp(logvar_y)), learnt; starts as N(0, I) for every class."""
-
-    def __init__(self, num_classes: int, latent_dim: int) -> None:
-        super().__init__()
-        self.mu = nn.Embedding(num_classes, latent_dim)
-        self.logvar = nn.Embedding(num_classes, latent_dim)
-        nn.init.zeros_(self.mu.weight)
-        nn.init.zeros_(self.logvar.weight)
-
-    def forward(self, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(label), self.logvar(label)
-
-
-def gaussian_kl(
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    prior_mu: torch.Tensor | float = 0.0,
-    prior_logvar: torch.Tensor | float = 0.0,
-) -> torch.Tensor:
-    """KL(N(mu, e^logvar) || N(prior_mu, e^prior_logvar)), summed over all elements."""
-    prior_logvar = torch.as_tensor(prior_logvar, device=mu.device)
-    ratio = (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
-    return 0.5 * torch.sum(prior_logvar - logvar + ratio - 1)
-
-
-class LatentMap(nn.Module):
-    """How the sampler's z ~ N(0, I) becomes a decoder code, in one place for both directions:
-    code = shift_y + scale_y * z, with (shift_y, scale_y) = (mu_y, sigma_y * temperature) under a
-    class prior and (0, temperature) without one."""
-
-    def __init__(self, prior: ClassPrior | None, temperature: float) -> None:
-        super().__init__()
-        self.prior = prior
-        self.temperature = temperature
-
-    @property
-    def is_identity(self) -> bool:
-        return self.prior is None and self.temperature == 1.0
-
-    def _shift_and_log_scale(
-        self, label: torch.Tensor | None
-    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        log_t = math.log(self.temperature)
-        if self.prior is None:
-            return 0.0, log_t
-        mu, logvar = self.prior(label)
-        return mu, 0.5 * logvar + log_t
-
-    def to_code(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
-        shift, log_scale = self._shift_and_log_scale(label)
-        return shift + torch.exp(torch.as_tensor(log_scale)) * z
-
-    def from_code(
-        self, mu: torch.Tensor, logvar: torch.Tensor, label: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's N(mu, e^logvar) over codes, as a distribution over the sampler's z."""
-        shift, log_scale = self._shift_and_log_scale(label)
-        log_scale = torch.as_tensor(log_scale)
-        return (mu - shift) * torch.exp(-log_scale), logvar - 2.0 * log_scale
-
-
 class Sampler(nn.Module):
     """(z ~ N(0, I)[, label]) -> image, z mapped to a code by the latent map first."""
 
@@ -242,33 +191,80 @@ class Model(FamilyModel):
             if config.is_conditional and config.class_prior
             else None
         )
+        c = config
+        adversarial = c.adv_weight or c.feature_weight
+        self.critic = Critic(c.channels, c.num_classes, c.image_size, c.d_width) if adversarial else None
+        self.critic_only_steps = 0  # set by load_state_dict when the weights have no critic yet
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
+        if self.critic is not None and not any(k.startswith("critic.") for k in state_dict):
+            # a plain VAE's weights continued as a VAE-GAN: the critic starts fresh and trains
+            # alone for its warm-up steps
+            state_dict = {**state_dict, **{"critic." + k: v for k, v in self.critic.state_dict().items()}}
+            self.critic_only_steps = self.config.critic_warmup
+        loaded: _IncompatibleKeys = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return loaded
 
     def configure_optimizers(self) -> Optimizers:
         c = self.config
-        return {"vae": torch.optim.Adam(self.parameters(), c.lr, betas=(c.beta1, c.beta2))}
+        vae = [p for name, p in self.named_parameters() if not name.startswith("critic.")]
+        opts: Optimizers = {"vae": torch.optim.Adam(vae, c.lr, betas=(c.beta1, c.beta2))}
+        if self.critic is not None:
+            opts["critic"] = torch.optim.Adam(self.critic.parameters(), 2e-4, betas=(0.5, 0.999))
+        return opts
 
     def losses(
         self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction loss, KL, the reconstruction's logits)."""
         mu, logvar = self.encoder(x, y)
         z = mu + torch.exp(0.5 * logvar) * randn(*mu.shape, device=mu.device, gen=gen)
         logits = self.decoder(z, y)
         b = x.shape[0]
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
         kl = gaussian_kl(mu, logvar, *(self.prior(y) if self.prior is not None else ())) / b
-        return recon, kl
+        return recon, kl, logits
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, opts: Optimizers) -> dict[str, float]:
         self.train()
-        recon, kl = self.losses(x, y)
+        recon, kl, logits = self.losses(x, y)
         loss = recon + self.config.kl_weight * kl
+        logs = {"recon": recon.item(), "kl": kl.item()}
+        if self.critic is not None:
+            loss = loss + self._critic_terms(x, y, torch.sigmoid(logits), opts["critic"], logs)
         optimiser_step(opts["vae"], loss)
-        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+        return {"loss": loss.item(), **logs}
+
+    def _critic_terms(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rebuilt: torch.Tensor,
+        critic_opt: torch.optim.Optimizer,
+        logs: dict[str, float],
+    ) -> torch.Tensor:
+        """Steps the critic, then returns the decoder's weighted adversarial and feature terms
+        (scaled by the values per image, as the summed reconstruction loss is)."""
+        assert self.critic is not None
+        c = self.config
+        z = randn(x.shape[0], c.latent_dim, device=x.device)
+        drawn = torch.sigmoid(self.decoder(LatentMap(self.prior, 1.0).to_code(z, y), y))
+        logs["critic"] = critic_step(self.critic, critic_opt, x, torch.cat([rebuilt, drawn]).detach(), y)
+        if self.critic_only_steps > 0:  # a new critic learns to judge before it teaches
+            self.critic_only_steps -= 1
+            logs["adv"] = logs["fm"] = 0.0
+            return torch.zeros((), device=x.device)
+        adversarial, matching = decoder_terms(self.critic, x, rebuilt, drawn, y)
+        logs["adv"], logs["fm"] = adversarial.item(), matching.item()
+        terms: torch.Tensor = x[0].numel() * (c.adv_weight * adversarial + c.feature_weight * matching)
+        return terms
 
     @torch.no_grad()
     def probe_loss(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
         self.eval()
-        recon, kl = self.losses(x, y, gen)
+        recon, kl, _ = self.losses(x, y, gen)
         return (recon + self.config.kl_weight * kl).item()
 
     def sampler(self) -> nn.Module:
