@@ -15,6 +15,9 @@ mixed in per connection; service/http/server.py builds the server around them.
 - **Header bytes.** Past `max_header_bytes` of a request's line and headers: 431 in the JSON
   shape and the connection closed, counted as they arrive (a 64 MB header was read whole,
   parsed for 8 s and stalled other clients).
+- **Pipelining.** At most `MAX_PIPELINED` requests wait behind the one being served on a
+  connection; past it the rest of what was read goes unanswered and the connection is closed
+  once those are answered (100,000 pipelined requests once took 600 MB).
 - **One write per response.** uvicorn writes a response's status line and headers, then its body,
   as two writes: two send calls and, for a small image, two TCP segments. The httptools protocol
   holds the headers until the body's first bytes (or the end of the event-loop iteration, for a
@@ -29,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import json
 import logging
 from typing import Any
 
@@ -38,44 +40,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.http.client_identity import TrustedProxies
 from service.http.delivery import CLIENT_GONE
+from service.http.refusals import CLIENT_REFUSAL, HEADERS_TOO_LARGE, REFUSAL, UNPARSABLE
 from service.http.writes import HeadersWithBody
 from service.logs import RateLimitedLog
 
 log = logging.getLogger("imagegen.server")
 
 
-def _canned(status: bytes, code: str, message: str, *headers: bytes) -> bytes:
-    """A whole HTTP/1.1 response in our JSON error shape, written straight to the transport."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    head = (
-        b"HTTP/1.1 "
-        + status
-        + b"\r\ncontent-type: application/json\r\n"
-        + b"".join(h + b"\r\n" for h in headers)
-    )
-    return head + b"content-length: %d\r\n\r\n" % len(body) + body
-
-
-_REFUSAL = _canned(
-    b"503 Service Unavailable", "too_many_connections",
-    "the server is at its connection limit; retry shortly", b"retry-after: 1", b"connection: close",
-)  # fmt: skip
-_CLIENT_REFUSAL = _canned(
-    b"503 Service Unavailable", "too_many_connections",
-    "this client has too many open connections (IMAGEGEN_MAX_CLIENT_CONNECTIONS); reuse or close some",
-    b"retry-after: 1", b"connection: close",
-)  # fmt: skip
-_HEADERS_TOO_LARGE = _canned(
-    b"431 Request Header Fields Too Large", "headers_too_large",
-    "the request line and headers are over IMAGEGEN_MAX_HEADER_BYTES", b"connection: close",
-)  # fmt: skip
-# What the HTTP parser refuses (a request line or headers past its ~128 KB limit, bad syntax)
-# gets our error shape instead of uvicorn's plain text; the parser's message is not echoed.
-_UNPARSABLE = _canned(
-    b"400 Bad Request", "bad_request",
-    "the request line or headers could not be parsed (too long or malformed); "
-    "query strings may be at most IMAGEGEN_MAX_QUERY_BYTES", b"connection: close",
-)  # fmt: skip
+# Requests queued behind the one being served on a pipelining connection (httptools).
+MAX_PIPELINED = 16
 
 
 class _Limits(asyncio.Protocol):
@@ -113,7 +86,7 @@ class _Limits(asyncio.Protocol):
                 "(IMAGEGEN_MAX_CLIENT_CONNECTIONS)",
                 self.max_client_connections,
             )
-            transport.write(_CLIENT_REFUSAL)
+            transport.write(CLIENT_REFUSAL)
             transport.close()
             return
         if len(self.connections) > self.max_connections:
@@ -122,7 +95,7 @@ class _Limits(asyncio.Protocol):
                 "(IMAGEGEN_LIMIT_CONCURRENCY)",
                 self.max_connections,
             )
-            transport.write(_REFUSAL)
+            transport.write(REFUSAL)
             transport.close()
             return
         self._arm_header_timer()
@@ -157,7 +130,7 @@ class _Limits(asyncio.Protocol):
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self.transport.pause_reading()
-                self.transport.write(_HEADERS_TOO_LARGE)
+                self.transport.write(HEADERS_TOO_LARGE)
                 self.loop.call_later(1.0, self.transport.close)
                 self._cancel_header_timer()
 
@@ -166,7 +139,7 @@ class _Limits(asyncio.Protocol):
         # unread input (the rest of a 200 KB request line) resets the connection, which can
         # destroy the answer before the client reads it: stop reading, answer, close a bit later.
         self.transport.pause_reading()
-        self.transport.write(_UNPARSABLE)
+        self.transport.write(UNPARSABLE)
         self.loop.call_later(1.0, self.transport.close)
 
     def on_response_complete(self) -> None:
@@ -223,6 +196,9 @@ def _httptools_class() -> type | None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class _HttpToolsLimits(_Limits, HttpToolsProtocol):
+        _pipeline_full = False
+        _discarding = False
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if not transport.is_closing():  # not refused at the connection cap
@@ -231,7 +207,44 @@ def _httptools_class() -> type | None:
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
             super().on_headers_complete()
+            if len(self.pipeline) > MAX_PIPELINED:
+                self._shed_pipelined_request()
             self._offer_client_gone_probe()
+
+        def _shed_pipelined_request(self) -> None:
+            # uvicorn queues every pipelined request a read holds (~6 KB each; 100,000 on one
+            # connection took 600 MB) and reads more after each response. Past the bound the
+            # request just parsed is dropped unanswered, and the last one kept closes the
+            # connection, which HTTP/1.1 clients take as "retry the rest" (RFC 9112 9.3.2).
+            self.pipeline.popleft()
+            self.flow.pause_reading()
+            if not self._pipeline_full:
+                self._pipeline_full = True
+                self._refusals.warning(
+                    "a client pipelined over %d requests on one connection: the rest are not "
+                    "answered and the connection closes after those",
+                    MAX_PIPELINED,
+                )
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # uvicorn's resumes reading
+            if self._pipeline_full and not self.pipeline and not self.transport.is_closing():
+                self._close_after_pipeline()
+            elif self._pipeline_full:
+                self.flow.pause_reading()
+
+        def _close_after_pipeline(self) -> None:
+            # A close with unread input resets the connection, which can destroy the answers
+            # before the client reads them: end our side, drop what still comes, close later.
+            self.transport.flush()  # type: ignore[attr-defined]  # HeadersWithBody's
+            self.transport.write_eof()
+            self._discarding = True
+            self.flow.resume_reading()
+            self.loop.call_later(2.0, self.transport.close)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._discarding:
+                super().data_received(data)
 
     return _HttpToolsLimits
 

@@ -2,8 +2,8 @@
 
 Rows of the issue: 1 (a thin 1 x 16,777,216 PNG), 2 (a 10,000-part multipart body), 3 (a scalar
 JSON root), 9 (large JSON bodies parsed on the event loop), 11 (Host reflected in a redirect),
-12 (HEAD and Range), 16 (bidi overrides in the text log), 5 (a 64 MB header), 10 (one client's
-idle sockets).
+12 (HEAD and Range), 16 (bidi overrides in the text log), 5 (a 64 MB header), 4 (pipelined
+requests), 10 (one client's idle sockets).
 """
 
 from __future__ import annotations
@@ -233,6 +233,46 @@ def test_request_headers_are_bounded(client: httpx.Client, server: Server) -> No
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b'"headers_too_large"' in answer
     assert client.get("/healthz").status_code == 200
+
+
+def test_pipelined_requests_are_bounded_per_connection(client: httpx.Client, server: Server) -> None:
+    """Row 4: 100,000 pipelined `GET /healthz` on one connection were all queued (RSS +600 MB)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    sent = 20_000
+
+    def send_all() -> None:
+        try:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * sent)
+        except OSError:  # the server closed the connection before reading it all
+            pass
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    answers = b""
+    try:
+        while chunk := conn.recv(65536):
+            answers += chunk
+    finally:
+        conn.close()
+        sender.join(10)
+    answered = answers.count(b"HTTP/1.1 200")
+    assert 1 <= answered <= 100, answered  # of 20,000 sent
+    assert answers.count(b"HTTP/1.1 ") == answered  # the rest are not answered, not refused
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_few_pipelined_requests_are_all_answered(server: Server) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 4
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answers = b""
+        while chunk := conn.recv(65536):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200") == 5
 
 
 def test_headers_within_the_bound_are_served(client: httpx.Client) -> None:
