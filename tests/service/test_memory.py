@@ -6,6 +6,7 @@ A real server on loopback; the RSS figures themselves come from bench/memory.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import time
@@ -77,3 +78,20 @@ def test_a_client_that_does_not_read_holds_its_bytes_until_it_leaves(bounded_byt
         stalled.close()
     served = _post_until(bounded_bytes.url, lambda r: r.status_code == 200, within_s=30)
     assert served.status_code == 200 and len(served.content) > 50_000_000
+
+
+def test_serve_limits_malloc_arenas_itself(models_dir: Path, tmp_path: Path) -> None:
+    """Row 13 of "safe to expose": only the Docker image set MALLOC_ARENA_MAX, so a `pip install .`
+    server kept an arena per thread and stayed at 2.2x its warm RSS after a burst."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        pytest.skip("MALLOC_ARENA_MAX is set in this environment, which the server leaves alone")
+    srv = start_server(models_dir, tmp_path)
+    try:
+        assert "glibc malloc arenas: at most 2" in srv.log()
+    finally:
+        srv.stop()
+    given = start_server(models_dir, tmp_path, env={"MALLOC_ARENA_MAX": "4"})
+    try:  # the deployer's own setting wins, and then the server says nothing of it
+        assert "glibc malloc arenas" not in given.log()
+    finally:
+        given.stop()
