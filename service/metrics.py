@@ -77,6 +77,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.early_retries_held = Counter(
+            "imagegen_early_retries_held_total",
+            "Requests held until their client's Retry-After had passed (it came back sooner), by route.",
+            ["route"],
+            registry=r,
+        )
         # Label children are looked up once per (labels) and kept: cheaper on the hot path.
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}

@@ -19,6 +19,7 @@ SLOW_MODULES = {
     "tests/deploy/test_replicas.py",
     "tests/deploy/test_k8s.py",
     "tests/deploy/test_nginx.py",
+    "tests/deploy/test_exposure_nginx.py",
     "tests/deploy/test_monitoring.py",
     # servers of their own, floods, timeouts, a browser, the fuzzer
     "tests/service/test_fuzz.py",

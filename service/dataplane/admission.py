@@ -202,19 +202,22 @@ class Admission:
         # The later time wins: requests refused at once must not shorten each other's wait.
         self._not_before[client] = max(not_before, self._not_before.get(client, 0.0))
 
-    async def hold_early_retry(self, client: Any) -> None:
-        """Wait until this client's Retry-After has passed, if it came back sooner. Every request
-        of a held client waits, not only the next one, so it cannot spread retries over connections."""
+    async def hold_early_retry(self, client: Any) -> bool:
+        """Wait until this client's Retry-After has passed, if it came back sooner; True when it
+        was held. Every request of a held client waits, not only the next one, so it cannot
+        spread retries over connections."""
         if not self._not_before or client is None:
-            return
+            return False
         not_before = self._not_before.get(client)
         if not_before is None:
-            return
+            return False
         wait = not_before - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        elif self._not_before.get(client) == not_before:
+            return True
+        if self._not_before.get(client) == not_before:
             del self._not_before[client]  # passed: forgotten
+        return False
 
     # -- releases ----------------------------------------------------------------------------
 

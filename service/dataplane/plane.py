@@ -81,7 +81,8 @@ class DataPlane:
     async def enter(self, call: Call, *, body: bool = False) -> None:
         """Before anything is parsed: a connection back before the Retry-After it was given waits
         until then; with `body`, a server full as a whole refuses before the body is read."""
-        await self.admission.hold_early_retry(call.client)
+        if await self.admission.hold_early_retry(call.client):
+            self.metrics.early_retries_held.labels(call.operation).inc()
         if body:
             self.admission.check_total(call.client)
 

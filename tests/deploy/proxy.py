@@ -14,11 +14,13 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,3 +159,11 @@ class Nginx:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def tls_client(secrets: Secrets, source: str = "127.0.0.1", **kwargs: object) -> httpx.Client:
+    """A client from the loopback address `source` that verifies nginx's certificate against the
+    generated one (its SAN has IP:127.0.0.1)."""
+    context = ssl.create_default_context(cafile=str(secrets.cert))
+    transport = httpx.HTTPTransport(verify=context, local_address=source)
+    return httpx.Client(transport=transport, timeout=10, **kwargs)  # type: ignore[arg-type]

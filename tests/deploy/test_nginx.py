@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from tests.deploy.proxy import (
     nginx_test,
     render,
     require_nginx,
+    tls_client,
     write_config,
 )
 from tests.deploy.test_monitoring import _stop, _wait
@@ -68,13 +68,6 @@ def _error(response: httpx.Response) -> dict:
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
     return first_start(tmp_path_factory.mktemp("first-start"))
-
-
-def _client(secrets: Secrets, source: str = "127.0.0.1", **kwargs: object) -> httpx.Client:
-    """Verifies nginx's certificate against the generated one (its SAN has IP:127.0.0.1)."""
-    context = ssl.create_default_context(cafile=str(secrets.cert))
-    transport = httpx.HTTPTransport(verify=context, local_address=source)
-    return httpx.Client(transport=transport, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +137,7 @@ def test_proxy_limits_are_the_services_own(root: Path) -> None:
 def test_tls_with_the_generated_certificate_and_the_key_reaches_the_service(
     proxy: Nginx, secrets: Secrets
 ) -> None:
-    with _client(secrets) as client:
+    with tls_client(secrets) as client:
         health = client.get(f"{proxy.url}/healthz")
         assert health.status_code == 200 and health.http_version == "HTTP/1.1"
         # The compose key is the service's key: without it 401 in the JSON shape, with it 200.
@@ -163,7 +156,7 @@ def test_images_behind_the_key_leave_the_proxy_private(proxy: Nginx, secrets: Se
     # A control: the service itself marks a seeded image public (it is the same for everyone).
     direct = httpx.get(f"http://{service}{seeded}", headers=key, timeout=30)
     assert direct.status_code == 200 and direct.headers["cache-control"].startswith("public")
-    with _client(secrets) as client:
+    with tls_client(secrets) as client:
         image = client.get(f"{proxy.url}{seeded}", headers=key)
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
         assert image.headers.get_list("cache-control") == ["private, max-age=86400"]
@@ -185,7 +178,7 @@ def test_a_burst_past_the_rate_gets_429_per_client_in_the_json_shape(proxy: Ngin
     statuses: list[int] = []
     limited: httpx.Response | None = None
     end = time.monotonic() + BURST_SECONDS
-    with _client(secrets) as client:  # one keep-alive connection
+    with tls_client(secrets) as client:  # one keep-alive connection
         while len(statuses) < BURST_BOUND and time.monotonic() < end:
             response = client.get(f"{proxy.url}/healthz")
             statuses.append(response.status_code)
@@ -199,7 +192,7 @@ def test_a_burst_past_the_rate_gets_429_per_client_in_the_json_shape(proxy: Ngin
     assert error["code"] == "rate_limited"
     assert limited.headers["retry-after"] == "1"
     # Keyed on the client's address: another address is still served at once.
-    with _client(secrets, source="127.0.0.2") as other:
+    with tls_client(secrets, source="127.0.0.2") as other:
         assert other.get(f"{proxy.url}/healthz").status_code == 200
 
 
@@ -238,7 +231,7 @@ def test_x_forwarded_for_is_the_address_nginx_saw(
     upstream = f"127.0.0.1:{recording_upstream.server_address[1]}"
     nginx = Nginx.start(tmp_path / "nginx", upstream, secrets.tls_dir)
     try:
-        with _client(secrets, source="127.0.0.2") as client:
+        with tls_client(secrets, source="127.0.0.2") as client:
             spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http"}
             assert client.get(f"{nginx.url}/anything", headers=spoofed).status_code == 200
     finally:

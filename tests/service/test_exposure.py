@@ -8,54 +8,19 @@ requests), 10 (one client's idle sockets).
 
 from __future__ import annotations
 
-import io
 import select
 import socket
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from service.dataplane.keys import MAX_KEY_FAILURES
 from service.engine.latent import MAX_UPLOAD_PARTS, MAX_UPLOAD_SIDE
+from tests.payloads import multipart, thin_png
 from tests.service.conftest import Server, repository_of, serving
-
-
-def _thin_png(width: int, height: int) -> bytes:
-    """A real, complete grey PNG of width x height black pixels (it compresses to a few KB)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = zlib.compress((b"\x00" + b"\x00" * width) * height, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
-def _digit_png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", (28, 28), 0).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _multipart(parts: int, boundary: str = "xyz") -> bytes:
-    filler = "".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(parts - 1)
-    ).encode()
-    file_part = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + _digit_png()
-        + b"\r\n"
-    )
-    return filler + file_part + f"--{boundary}--\r\n".encode()
 
 
 def _reconstruct(client: httpx.Client, content: bytes, ctype: str) -> httpx.Response:
@@ -65,7 +30,7 @@ def _reconstruct(client: httpx.Client, content: bytes, ctype: str) -> httpx.Resp
 
 def test_a_thin_png_is_refused_from_its_header(client: httpx.Client) -> None:
     """Row 1: 1 x 16,777,216 pixels passed the area check and took 5.4 s and ~1 GB to decode."""
-    thin = _thin_png(1 << 24, 1)
+    thin = thin_png(1 << 24, 1)
     assert len(thin) < 64 * 1024
     r = _reconstruct(client, thin, "image/png")
     assert r.status_code == 413, r.text
@@ -76,7 +41,7 @@ def test_a_thin_png_is_refused_from_its_header(client: httpx.Client) -> None:
 
 def test_thin_uploads_at_once_leave_other_models_served(client: httpx.Client, server: Server) -> None:
     """Row 1: four such uploads at once once held another model's /sample for 28.5 s."""
-    thin = _thin_png(1, 1 << 24)
+    thin = thin_png(1, 1 << 24)
     statuses: list[int] = []
 
     def upload() -> None:
@@ -98,14 +63,14 @@ def test_thin_uploads_at_once_leave_other_models_served(client: httpx.Client, se
 
 def test_a_multipart_body_of_many_parts_is_refused_unparsed(client: httpx.Client) -> None:
     """Row 2: 10,000 parts took the parser 4.7 s per request."""
-    r = _reconstruct(client, _multipart(10_000), "multipart/form-data; boundary=xyz")
+    r = _reconstruct(client, multipart(10_000), "multipart/form-data; boundary=xyz")
     assert r.status_code == 413, r.text
     assert r.json()["error"]["code"] == "too_many_parts"
     assert r.json()["error"]["max_parts"] == MAX_UPLOAD_PARTS
 
 
 def test_a_multipart_upload_with_a_few_fields_still_works(client: httpx.Client) -> None:
-    r = _reconstruct(client, _multipart(3), 'multipart/form-data; boundary="xyz"')
+    r = _reconstruct(client, multipart(3), 'multipart/form-data; boundary="xyz"')
     assert r.status_code == 200, r.text
 
 
