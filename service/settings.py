@@ -179,8 +179,8 @@ class Settings(BaseSettings):
         le=256,
         description="Server processes sharing the port, each with its own models, batchers and event "
         "loop (default: one per available core: the CPU affinity, capped by the cgroup's CPU quota; "
-        "1: a single process). With several, queue and "
-        "connection limits are split between them and repository load/unload is refused (501).",
+        "1: a single process). With several, queue and connection limits are split between them, "
+        "and repository load/unload reaches every worker before it answers.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(

@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.peers import control_socket
 from service.settings import Settings
 from service.worker import FAILED, READY, STARTING, run_worker
 
@@ -84,6 +86,15 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+def bind_control(control_dir: str, index: int) -> socket.socket:
+    """Worker `index`'s private Unix socket; bound here, so it outlives a worker's restart."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(control_socket(control_dir, index)))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
 class Supervisor:
     def __init__(self, settings: Settings, count: int, multiproc_dir: str) -> None:
         from prometheus_client import CollectorRegistry, Counter  # after PROMETHEUS_MULTIPROC_DIR
@@ -95,6 +106,10 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.slots: Any = self.context.Array("b", count, lock=False)
         self.sock = bind(settings)
+        # Repository control reaches every worker through these (service/peers.py).
+        self.control_dir = tempfile.mkdtemp(prefix="imagegen-workers-")  # 0700: this user only
+        self.control_socks = [bind_control(self.control_dir, i) for i in range(count)]
+        self.peer_token = secrets.token_hex(16)
         self.processes: list[Any] = [None] * count
         self.stopping = False
         # Written to the multiprocess folder; the workers' /metrics read it from there.
@@ -109,6 +124,7 @@ class Supervisor:
         process = self.context.Process(
             target=run_worker,
             args=(self.child_settings, self.sock, self.slots, index, os.getpid()),
+            kwargs={"control": (self.control_socks[index], self.control_dir, self.peer_token)},
             name=f"imagegen-worker-{index}",
         )
         process.start()
@@ -145,6 +161,9 @@ class Supervisor:
         finally:
             self._stop_all()
             self.sock.close()
+            for control in self.control_socks:
+                control.close()
+            shutil.rmtree(self.control_dir, ignore_errors=True)
 
     def _wait_started(self) -> str | None:
         """None once every worker is ready; else why the server cannot start."""

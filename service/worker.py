@@ -54,8 +54,16 @@ def _report_readiness(server: Any, app: Any, slots: Any, index: int) -> None:
     slots[index] = READY
 
 
-def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int, parent_pid: int = 0) -> None:
-    """The worker process's main: serve until SIGTERM, then exit 0 (1 if the server never started)."""
+def run_worker(
+    settings: Settings,
+    sock: socket.socket,
+    slots: Any,
+    index: int,
+    parent_pid: int = 0,
+    control: tuple[socket.socket, str, str] | None = None,
+) -> None:
+    """The worker process's main: serve until SIGTERM, then exit 0 (1 if the server never started).
+    `control`: this worker's private Unix socket, the folder of all of them and the peer token."""
     from service.app import create_app
     from service.commands import tune_gc
     from service.dataplane.memory import limit_malloc_arenas
@@ -76,6 +84,13 @@ def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int, 
         sys.exit(2)
     app.state.peers_ready = lambda: all(slots[i] == READY for i in range(len(slots)))
     app.state.worker_count = len(slots)
+    sockets = [sock]
+    if control is not None:
+        from service.peers import Peers
+
+        control_sock, control_dir, token = control
+        app.state.peers = Peers(index, len(slots), control_dir, token)
+        sockets.append(control_sock)
     tune_gc()
     server = build_server(app, settings)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # replaced by uvicorn's; see commands.py
@@ -84,5 +99,5 @@ def run_worker(settings: Settings, sock: socket.socket, slots: Any, index: int, 
     threading.Thread(
         target=_report_readiness, args=(server, app, slots, index), name="readiness", daemon=True
     ).start()
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     sys.exit(0 if server.started else 1)

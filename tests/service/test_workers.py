@@ -78,12 +78,6 @@ def test_two_workers_answer_as_one_server(repo: Path, tmp_path: Path) -> None:
             r'^imagegen_requests_total\{model="gan-mnist",route="/sample",status="200"\} (\S+)$', text, re.M
         )
         assert served is not None and float(served.group(1)) == 30.0  # counted over both workers
-        refused = httpx.post(
-            srv.url + "/v2/repository/models/gan-mnist/unload",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        )
-        assert refused.status_code == 403
-        assert "worker processes" in refused.json()["error"]
         assert srv.stop() == 0
         assert worker_pids(srv) == []
 
@@ -151,11 +145,13 @@ def test_sighup_reaches_every_worker(
         assert srv.process.poll() is None
 
 
-def test_a_sighup_swap_under_load_fails_no_request_in_any_worker(
-    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+@pytest.mark.parametrize("trigger", ["sighup", "load"])
+def test_a_swap_under_load_fails_no_request_in_any_worker(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, trigger: str
 ) -> None:
-    repo = repository_of(models_dir, tmp_path_factory, "workers-swap", "gan-mnist")
-    with serving(repo, tmp_path, "--workers", "2") as srv:
+    repo = repository_of(models_dir, tmp_path_factory, f"workers-swap-{trigger}", "gan-mnist")
+    env = {"IMAGEGEN_ADMIN_KEY": ADMIN_KEY}
+    with serving(repo, tmp_path, "--workers", "2", env=env) as srv:
         outcomes: list[tuple[int, str]] = []
         stop = threading.Event()
 
@@ -173,7 +169,14 @@ def test_a_sighup_swap_under_load_fails_no_request_in_any_worker(
         try:
             wait_for(lambda: len(outcomes) >= 20)
             new = add_version(repo, "gan-mnist")
-            srv.process.send_signal(signal.SIGHUP)
+            if trigger == "sighup":
+                srv.process.send_signal(signal.SIGHUP)
+            else:
+                admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+                loaded = httpx.post(
+                    srv.url + "/v2/repository/models/gan-mnist/load", headers=admin, timeout=120
+                )
+                assert loaded.status_code == 200, loaded.text
             wait_for(lambda: [v for _, v in outcomes[-40:]] == [str(new)] * 40 and len(outcomes) >= 60)
         finally:
             stop.set()
@@ -218,3 +221,55 @@ def test_default_worker_count_follows_the_cgroup_quota(tmp_path: Path, cpu_max: 
     cores = len(os.sched_getaffinity(0))
     assert available_cores(tmp_path / "cpu.max") == (cores if cap is None else min(cores, cap))
     assert available_cores(tmp_path / "absent") == cores
+
+
+def test_repository_control_takes_effect_in_every_worker_before_it_answers(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Load and unload reach whichever worker the kernel picks; that worker applies them in every
+    other one before answering, so the next request sees the change whichever worker takes it."""
+    repo = repository_of(models_dir, tmp_path_factory, "workers-control", "gan-mnist")
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with serving(repo, tmp_path, "--workers", "2", env={"IMAGEGEN_ADMIN_KEY": ADMIN_KEY}) as srv:
+        assert len(worker_pids(srv)) == 2
+        new = add_version(repo, "gan-mnist")
+        r = httpx.post(srv.url + "/v2/repository/models/gan-mnist/load", headers=admin, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == str(new)
+        # a new connection each: a worker that had not loaded it would answer the old version
+        versions = {
+            httpx.get(srv.url + "/sample", params={"model": "gan-mnist", "seed": i}).headers[
+                "x-model-version"
+            ]
+            for i in range(30)
+        }
+        assert versions == {str(new)}
+        indexes = [httpx.post(srv.url + "/v2/repository/index", headers=admin).json() for _ in range(10)]
+        assert all(index == indexes[0] for index in indexes)
+
+        r = httpx.post(srv.url + "/v2/repository/models/gan-mnist/unload", headers=admin, timeout=120)
+        assert r.status_code == 200 and r.json()["state"] == "UNAVAILABLE", r.text
+        statuses = {
+            httpx.get(srv.url + "/sample", params={"model": "gan-mnist"}).status_code for _ in range(30)
+        }
+        assert statuses == {503}
+
+        r = httpx.post(srv.url + "/v2/repository/models/gan-mnist/load", headers=admin, timeout=120)
+        assert r.status_code == 200, r.text
+        statuses = {
+            httpx.get(srv.url + "/sample", params={"model": "gan-mnist"}).status_code for _ in range(30)
+        }
+        assert statuses == {200}
+
+
+def test_a_forged_peer_header_is_not_a_broadcast(repo: Path, tmp_path: Path) -> None:
+    """Only the server's own random token marks a request as a worker's: a client's value is
+    ignored, and its load still reaches every worker."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}", "x-imagegen-peer": "guess"}
+    with serving(repo, tmp_path, "--workers", "2", env={"IMAGEGEN_ADMIN_KEY": ADMIN_KEY}) as srv:
+        r = httpx.post(srv.url + "/v2/repository/models/gan-mnist/unload", headers=admin, timeout=120)
+        assert r.status_code == 200, r.text
+        statuses = {
+            httpx.get(srv.url + "/sample", params={"model": "gan-mnist"}).status_code for _ in range(30)
+        }
+        assert statuses == {503}

@@ -9,6 +9,7 @@ loading or unloading one model while the server serves.
   answers 503 until it is loaded again.
 
 The swap and drain are the registry's (service/store/registry.py); this router reads and writes HTTP.
+Under `--workers N` a load or unload reaches every worker before it answers (service/peers.py).
 Access: `Authorization: Bearer <IMAGEGEN_ADMIN_KEY>`; without an admin key configured the routes
 are disabled (403). A request with no valid credential at all gets 401 first, so a client that
 is not even an API client learns nothing about the repository. Errors take the protocol's
@@ -17,6 +18,7 @@ is not even an API client learns nothing about the repository. Errors take the p
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ from service.http.protocol_route import ProtocolRoute
 from service.http.routers.common import protocol_error_responses
 from service.http.routing import guarded_route
 from service.oip.errors import ProtocolError, from_service_error
+from service.peers import PEER_HEADER, Peers, failure_message
 from service.store.served import IndexEntry
 
 MAX_BODY_BYTES = 64 * 1024  # the bodies hold a few flags; Triton's file overrides are refused
@@ -109,7 +112,6 @@ def _model_control(action: str, summary: str) -> Callable[[Handler], Handler]:
 @_model_control("load", "Load or reload a model from its folder")
 async def load_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
-    _refuse_under_workers(request)
     parameters = await _parameters(request, allowed=set())
     if "config" in parameters or any(key.startswith("file:") for key in parameters):
         raise ProtocolError(
@@ -117,20 +119,46 @@ async def load_model(request: Request, name: str) -> JSONResponse:
             "config and file overrides are not supported: this server loads a model only from its "
             "folder in the repository (write the new version there, then load)",
         )
-    try:
-        await ctx.lifecycle.load_model(name)
-    except ModelLoadError as exc:
-        raise ProtocolError("invalid", f"failed to load model {name!r}: {exc}") from None
+
+    async def load() -> None:
+        try:
+            await ctx.lifecycle.load_model(name)
+        except ModelLoadError as exc:
+            raise ProtocolError("invalid", f"failed to load model {name!r}: {exc}") from None
+
+    await _in_every_worker(request, load, parameters)
     return _model_state(request, name)
 
 
 @_model_control("unload", "Unload a model once its requests finish")
 async def unload_model(request: Request, name: str) -> JSONResponse:
     ctx = context(request)
-    _refuse_under_workers(request)
-    await _parameters(request, allowed={"unload_dependents"})  # no ensembles here: nothing depends
-    await ctx.lifecycle.unload_model(name)
+    parameters = await _parameters(request, allowed={"unload_dependents"})  # no ensembles: none depend
+    await _in_every_worker(request, lambda: ctx.lifecycle.unload_model(name), parameters)
     return _model_state(request, name)
+
+
+async def _in_every_worker(
+    request: Request, apply: Callable[[], Awaitable[object]], parameters: dict[str, Any]
+) -> None:
+    """`apply` here and, under --workers N > 1, the same request in every other worker at once
+    (service/peers.py); returns once all of them have, so every worker then agrees."""
+    peers: Peers | None = getattr(request.app.state, "peers", None)
+    if peers is None or peers.is_peer_call(request.headers.get(PEER_HEADER)):
+        await apply()
+        return
+    body = json.dumps({"parameters": parameters}).encode()
+    here, answers = await asyncio.gather(
+        apply(), peers.broadcast(request.url.path, request.headers.get("authorization", ""), body),
+        return_exceptions=True,
+    )  # fmt: skip
+    if isinstance(here, BaseException):
+        raise here  # the same folder fails the same way in every worker: this one's error says it
+    if isinstance(answers, BaseException):
+        raise answers
+    problem = failure_message(answers)
+    if problem is not None:
+        raise ProtocolError("internal", f"done in this worker but not in every one: {problem}")
 
 
 def _model_state(request: Request, name: str) -> JSONResponse:
@@ -184,16 +212,3 @@ async def _read_object(request: Request, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise ProtocolError("invalid", f"unknown field(s) {unknown[:5]}; allowed: {sorted(allowed)}")
     return body
-
-
-def _refuse_under_workers(request: Request) -> None:
-    """Under --workers N > 1 each worker has its own registry, and a load or unload here would reach
-    only the worker that took the request: refused rather than served by some workers only. SIGHUP
-    to the server (every worker rescans) changes the models of all of them."""
-    count = getattr(request.app.state, "worker_count", 1)
-    if count > 1:
-        raise ProtocolError(
-            "forbidden",
-            f"repository load/unload is disabled with {count} worker processes (it would reach one "
-            "of them): change the model folders and send SIGHUP, or serve with --workers 1",
-        )
