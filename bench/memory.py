@@ -113,7 +113,10 @@ def burst(pid: int, url: str, port: int, model: str, clients: int, readers: int,
 
 def measure(name: str, env: dict[str, str], args: argparse.Namespace) -> dict:
     spec = ServerSpec(
-        name, [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}", "--workers", "1", "--no-access-log"], env
+        name,
+        [sys.executable, "-m", "imagegen.cli", "serve", "--port", "{port}"]
+        + ["--workers", "1", "--no-access-log"],
+        env,
     )
     port = free_port()
     proc = start(spec, port)

@@ -71,9 +71,46 @@ def test_resume_from_a_model_without_weights_says_so(tmp_path, capsys, data_dir)
     shipped_before_weights = tmp_path / "old"
     shipped_before_weights.mkdir()
     Manifest.read(data_dir.parents[1] / "models" / "label-mnist").write(shipped_before_weights)
-    code = main([
-        "--family", "label", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "2",
-        "--resume-from", str(shipped_before_weights), "--out", str(tmp_path / "run"), "--no-progress",
-    ])
+    code = main(
+        [
+            "--family",
+            "label",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "2",
+            "--resume-from",
+            str(shipped_before_weights),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "no training weights" in capsys.readouterr().err
+
+
+def _adv_column(out) -> list[float]:
+    lines = (out / "losses.csv").read_text().splitlines()
+    index = lines[0].split(",").index("adv")
+    return [float(line.split(",")[index]) for line in lines[1:]]
+
+
+def test_a_plain_vae_continues_as_a_vae_gan_and_its_warm_up_is_not_repeated(tiny_runs, tmp_path):
+    """--set adv_weight on a plain VAE's weights: a fresh critic judges alone for critic_warmup
+    steps, then teaches the decoder; resuming that run (its checkpoint has the critic) goes on
+    teaching at once (each epoch of a driven run once began a new warm-up, so the terms never acted)."""
+    manifest = export_run(tiny_runs("vae"), tmp_path / "models")
+    gan_terms = {"adv_weight": 0.01, "feature_weight": 0.01, "critic_warmup": 2}
+    source = str(tmp_path / "models" / manifest.id)
+    out = train(
+        tiny_run_config(tmp_path / "gan", "vae", epochs=2, resume_from=source, overrides=gan_terms),
+        progress=False,
+    )
+    adv = _adv_column(out)
+    assert adv[:2] == [0.0, 0.0] and all(a > 0 for a in adv[2:]), adv
+    resumed = tiny_run_config(tmp_path / "gan", "vae", epochs=3, resume_from=source, overrides=gan_terms)
+    adv = _adv_column(train(resumed, resume=True, progress=False))
+    assert all(a > 0 for a in adv[2:]), adv  # the third epoch's steps too

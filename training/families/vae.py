@@ -204,6 +204,8 @@ class Model(FamilyModel):
             # alone for its warm-up steps
             state_dict = {**state_dict, **{"critic." + k: v for k, v in self.critic.state_dict().items()}}
             self.critic_only_steps = self.config.critic_warmup
+        elif self.critic is not None:  # a checkpoint of this run, critic included: it has judged
+            self.critic_only_steps = 0
         loaded: _IncompatibleKeys = super().load_state_dict(state_dict, strict=strict, assign=assign)
         return loaded
 
