@@ -13,10 +13,13 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 # From a clone (the usual case) the extra comes from the checkout: `pip install 'imagegen[train]'`
 # would fetch an unrelated package of that name from the index.
 TRAIN_EXTRA = "pip install -e '.[train]' (from the repository's checkout)"
+# The training commands' help, for an install that cannot build their parsers (no torch).
+HELP_DIR = Path(__file__).resolve().parent / "training_help"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = COMMANDS[name]
     missing = missing_modules(cmd.needs)
+    if missing and any(arg in ("-h", "--help") for arg in rest):
+        # its parser needs the missing modules: the help rendered from it (scripts/training_help.py)
+        print((HELP_DIR / f"{name}.txt").read_text(), end="")
+        print(f"\nThis install lacks {', '.join(missing)}; to run `imagegen {name}`: {TRAIN_EXTRA}")
+        return 0
     if missing:
         print(
             f"imagegen {name}: needs {', '.join(missing)}, which this install lacks: {TRAIN_EXTRA}",

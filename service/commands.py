@@ -48,8 +48,11 @@ _SERVE_OPTIONS: list[tuple[str, str, type]] = [
 
 
 def _settings_help(field: str) -> str:
+    """The setting's description, its default when it has one worth printing, and its variable."""
     info = Settings.model_fields[field]
-    return f"{info.description} (env IMAGEGEN_{field.upper()})"
+    default = info.get_default(call_default_factory=True)
+    shown = "" if default in (None, "", False) else f"default: {default}; "
+    return f"{info.description} ({shown}env IMAGEGEN_{field.upper()})"
 
 
 def _stopped_by_signal(signum: int, frame: object) -> None:

@@ -39,6 +39,13 @@ def prose_lines(path: Path) -> list[str]:
     return lines
 
 
+def test_training_help_files_are_rendered_from_the_parsers() -> None:
+    script = load_script(REPO / "scripts" / "training_help.py")
+    assert script.main(["--check"]) == 0, (
+        "imagegen/training_help/ is stale: run python scripts/training_help.py"
+    )
+
+
 def test_settings_table_is_rendered_from_settings() -> None:
     script = load_script(REPO / "scripts" / "settings_table.py")
     text = (REPO / "docs" / "service.md").read_text()
@@ -75,7 +82,7 @@ def test_readme_is_a_front_page_with_ci_test_command() -> None:
     text = README.read_text()
     assert len(text.splitlines()) <= 300
     assert ".venv/bin/python -m pytest -q" in text
-    assert '.venv/bin/python -m pytest -q' in (REPO / ".ci" / "run").read_text()
+    assert ".venv/bin/python -m pytest -q" in (REPO / ".ci" / "run").read_text()
 
 
 def test_no_line_of_the_readme_repeats_in_docs() -> None:
@@ -112,8 +119,13 @@ def test_train_options_named_in_docs_exist() -> None:
     import subprocess
     import sys
 
-    help_text = subprocess.run([sys.executable, "-m", "imagegen.cli", "train", "--help"], capture_output=True,
-                               text=True, timeout=120, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "imagegen.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     known = set(re.findall(r"--[a-z][a-z-]*", help_text))
     unknown = set()
     for page in [README, *DOCS]:

@@ -56,8 +56,21 @@ def test_the_serving_only_site_really_lacks_torch(serving_only_site: Path) -> No
 
 
 @pytest.mark.parametrize("command", ["train", "export", "evaluate"])
-def test_training_commands_name_the_extra_and_exit_2(serving_only_site: Path, command: str) -> None:
+def test_training_commands_help_works_without_torch(serving_only_site: Path, command: str) -> None:
     done = _imagegen(serving_only_site, command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: imagegen {command} ")
+    assert "--data-dir" in done.stdout
+    assert (
+        done.stdout.strip()
+        .splitlines()[-1]
+        .endswith("pip install -e '.[train]' (from the repository's checkout)")
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "export", "evaluate"])
+def test_training_commands_name_the_extra_and_exit_2(serving_only_site: Path, command: str) -> None:
+    done = _imagegen(serving_only_site, command, "--data-dir", "x")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     # The hint installs from the checkout: `pip install 'imagegen[train]'` would fetch an
