@@ -28,6 +28,15 @@ EXPECTED_LAYOUT = (
 )
 
 
+WHERE_TO_GET = (
+    "The four files of each come from MNIST (https://ossci-datasets.s3.amazonaws.com/mnist/, a mirror "
+    "of yann.lecun.com/exdb/mnist; CC BY-SA 3.0) and Fashion-MNIST "
+    "(http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/; MIT, Zalando Research); point "
+    "--data-dir (or IMAGEGEN_DATA_DIR) at the folder holding mnist/ and fashion-mnist/. To try "
+    "training first, the checkout's tests/data holds 300 real images a split: --data-dir tests/data"
+)
+
+
 class DatasetError(Exception):
     """A dataset is missing or unreadable; the message names the path and the expected layout."""
 
@@ -80,7 +89,8 @@ def _open_idx(path: Path) -> bytes:
                 return gzip.decompress(raw) if candidate.suffix == ".gz" else raw
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise DatasetError(f"cannot read {candidate}: {exc}; {EXPECTED_LAYOUT}") from exc
-    raise DatasetError(f"missing file {candidates[0]} (or {candidates[1].name}); {EXPECTED_LAYOUT}")
+    missing = f"missing file {candidates[0]} (or {candidates[1].name})"
+    raise DatasetError(f"{missing}; {EXPECTED_LAYOUT}. {WHERE_TO_GET}")
 
 
 def read_idx(path: Path) -> np.ndarray:

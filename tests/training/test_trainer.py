@@ -113,7 +113,11 @@ def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
         ]
     )
     assert code == 2
-    assert "missing file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing file" in err
+    # where the data comes from, how to point at it, and the small real set to try first
+    assert "ossci-datasets.s3.amazonaws.com/mnist" in err and "fashion-mnist.s3-website" in err
+    assert "--data-dir tests/data" in err
 
 
 def test_overrides_are_typed_and_checked():
