@@ -238,6 +238,28 @@ def test_health_ready_metrics_docs_playground(client: httpx.Client) -> None:
     assert "/v1/models" in page.text
 
 
+def _shape(value: object) -> object:
+    """Keys all the way down (the first item of a list), values' types otherwise."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_the_openapi_examples_have_the_shape_of_real_answers(client: httpx.Client) -> None:
+    """ReDoc showed `null` as the sample 200 and Swagger UI could not preview a PNG."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in ("/sample", "/generate"):
+        content = paths[route]["get"]["responses"]["200"]["content"]
+        assert content["image/png"]["schema"] == {"type": "string", "format": "binary"}
+        real = client.get(route, params={"model": "gan-mnist", "seed": 42, "format": "json"}).json()
+        assert _shape(content["application/json"]["example"]) == _shape(real)
+    content = paths["/v1/images"]["post"]["responses"]["200"]["content"]
+    real = client.post("/v1/images", json={"model": "gan-mnist", "seeds": [1]}).json()
+    assert _shape(content["application/json"]["example"]) == _shape(real)
+
+
 def test_request_id_echoed(client: httpx.Client) -> None:
     assert client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["x-request-id"] == "abc-123"
     generated = client.get("/healthz", headers={"X-Request-Id": "bad id with spaces"}).headers["x-request-id"]
