@@ -187,6 +187,25 @@ def checkpoint_card(
     )
 
 
+def render_cards(cards: list[tuple[str, ModelCard | None]]) -> list[str]:
+    """docs/quality.md's "Model cards" section: one row per (model id, card)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["## Model cards", "",
+             "Each model's `card` (in its manifest; written by `imagegen export` from the dataset and the",
+             "family, `training/cards.py`). The licence is the training data's, as an SPDX expression.", "",
+             "| model | license | attribution | training data | intended use | limitations |",
+             "|---|---|---|---|---|---|"]
+    for model_id, card in cards:
+        if card is None:
+            lines.append(f"| `{model_id}` | no card (exported before cards: scripts/fill_cards.py) | | | | |")
+        else:
+            fields = (card.license, card.attribution, card.training_data, card.intended_use, card.limitations)
+            lines.append(f"| `{model_id}` | " + " | ".join(cell(f) for f in fields) + " |")
+    return lines
+
+
 def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     """`imagegen export --license ... --attribution ...`: a card's fields given by hand."""
     group = parser.add_argument_group(

@@ -13,7 +13,7 @@ import pytest
 
 from imagegen.contract.manifest import Manifest
 from tests.training.conftest import EMOJI_DIR, tiny_run_config
-from training.cards import CardMissing
+from training.cards import CardMissing, render_cards
 from training.export import export_run, main
 from training.trainer import train
 
@@ -106,3 +106,13 @@ def test_fill_cards_writes_only_the_card(tmp_path):
     assert target.read_text() == shipped.read_text()  # byte for byte, the card the only change
     card = Manifest.read(tmp_path / "vae-mnist-seed").card
     assert card is not None and "Unconditional" in card.limitations
+
+
+def test_quality_md_shows_every_shipped_card():
+    """docs/quality.md's "Model cards" rows are what training.report renders from the manifests."""
+    manifests = [Manifest.read(p.parent) for p in sorted((REPO / "models").glob("*/manifest.json"))]
+    rows = render_cards([(m.id, m.card) for m in manifests])[7:]
+    assert len(rows) == len(manifests) and all(m.card is not None for m in manifests)
+    doc = (REPO / "docs" / "quality.md").read_text().splitlines()
+    section = doc[doc.index("## Model cards"):]
+    assert sorted(rows) == sorted(line for line in section if line.startswith("| `"))
