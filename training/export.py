@@ -38,6 +38,7 @@ from imagegen.contract.manifest import (
     sha256_file,
 )
 from imagegen.contract.triton_config import write_config
+from training.cards import add_card_arguments, checkpoint_card, given_card
 from training.checkpoint import build_model, load_checkpoint
 from training.cli_help import DefaultsHelpFormatter
 from training.data import DatasetError, given_data_dir
@@ -156,15 +157,19 @@ def export_run(
     settings: list[str] | None = None,
     gate: EvalConfig | None = None,
     force: bool = False,
+    card: dict[str, str] | None = None,
 ) -> Manifest:
     """Export a run as the next version of its model id. With `gate`, the new version is
     measured first and refused (ExportError naming the figures) when either reference
-    classifier finds it worse than the version it would replace, unless `force`."""
+    classifier finds it worse than the version it would replace, unless `force`. A model whose
+    card cannot be made (an image folder without a licence and attribution, in `card` or the
+    folder's card.json) is refused first (training.cards.CardMissing, naming what to add)."""
     model, ckpt = load_checkpoint(run_dir)
     if settings:
         model, ckpt = with_sampling_settings(model, ckpt, settings)
     model.eval()
     run = ckpt["run_config"]
+    model_card = checkpoint_card(ckpt, "label" in model.inputs, card)
     model_id = model_id or default_model_id(ckpt["family"], ckpt["dataset"]["name"], run["variant"])
     specs = model.export_specs()
     num_classes = model.config.num_classes
@@ -185,6 +190,7 @@ def export_run(
             print(f"{model_id} v{version} {name}: {size / 1024:.0f} KiB, max |onnx - torch| = {diff:.1e}")
             files[role] = (f"{version}/{name}", sha256_file(path))
         manifest = build_manifest(model, ckpt, model_id, version, files, specs)
+        manifest.card = model_card
         weights = save_weights(staged / str(version) / WEIGHTS_NAME, model, ckpt)
         manifest.training = manifest.training.model_copy(
             update={"weights_file": f"{version}/{WEIGHTS_NAME}", "weights_sha256": sha256_file(weights)}
@@ -247,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the reference classifiers the quality gate measures with")
     p.add_argument("--data-dir", type=Path, default=None, help="real data root (default $IMAGEGEN_DATA_DIR)")
     p.add_argument("--eval-samples", type=int, default=10_000, help="images the quality gate measures")
+    add_card_arguments(p)
     return p
 
 
@@ -255,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gate = None if args.no_gate else gate_config(args)
         manifest = export_run(
-            args.run, args.models_dir, args.id, args.grid, settings=args.settings, gate=gate, force=args.force
+            args.run, args.models_dir, args.id, args.grid,
+            settings=args.settings, gate=gate, force=args.force, card=given_card(args),
         )
     except (ExportError, EvaluationError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"imagegen export: {exc}", file=sys.stderr)

@@ -7,7 +7,8 @@ Per dataset, per family: our model(s) and the seed baseline (`baseline: true`, i
 precision, recall, within-class diversity and the model's sample grid (`docs/grids/<id>.png`).
 Every figure is the one held to the lower of the two reference classifiers, followed by each
 classifier's own value. A targets section checks the issue's goals against the held numbers
-and says plainly which were missed.
+and says plainly which were missed. Last, each model's card (license, attribution, training data,
+intended use, limitations).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from imagegen.contract.classifier import ClassifierManifest
 from imagegen.contract.manifest import FAMILIES, MANIFEST_NAME, Manifest, QualityMetrics
+from training.cards import render_cards
 
 DATASET_ORDER = ("mnist", "fashion", "emoji")
 DATASET_TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "emoji": "Emoji (64x64 RGB image folder)"}
@@ -149,12 +151,8 @@ def _diversity_cell(m: QualityMetrics) -> str:
 
 def _grid_cell(model_id: str, grids_dir: Path, out_dir: Path) -> str:
     path = grids_dir / f"{model_id}.png"
-    rel = Path(_relpath(path, out_dir))
+    rel = Path(os.path.relpath(path.resolve(), out_dir.resolve()))
     return f'<img src="{rel.as_posix()}" width="160" alt="{model_id}">'
-
-
-def _relpath(path: Path, start: Path) -> str:
-    return os.path.relpath(path.resolve(), start.resolve())
 
 
 def render_row(r: Row, grids_dir: Path, out_dir: Path) -> str:
@@ -247,6 +245,7 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
         "| within-class diversity (real = 1) | samples |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    ordered = [r for dataset in order for r in sorted(by_dataset[dataset], key=_row_key)]
     for dataset in order:
         lines += ["", f"## {DATASET_TITLES.get(dataset, dataset)}", ""]
         lines += header
@@ -266,6 +265,7 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
     no_grid = [r.manifest.id for r in rows if not (grids_dir / f"{r.manifest.id}.png").exists()]
     if no_grid:
         lines += ["", f"Sample grids not rendered yet: {', '.join(f'`{i}`' for i in no_grid)}."]
+    lines += ["", *render_cards([(r.manifest.id, r.manifest.card) for r in ordered])]
     return "\n".join(lines) + "\n"
 
 

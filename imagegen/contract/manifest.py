@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from imagegen.contract.card import ModelCard
 from imagegen.contract.families import FAMILIES, Family
 
 MANIFEST_NAME = "manifest.json"
@@ -29,6 +30,7 @@ __all__ = [
     "ClassifierRef",
     "Figures",
     "Manifest",
+    "ModelCard",
     "QualityMetrics",
     "TrainingRecord",
     "default_model_id",
@@ -183,6 +185,9 @@ class Manifest(BaseModel):
     variant: str = "default"
     training: TrainingRecord | None = None
     metrics: QualityMetrics | None = None
+    # license, attribution, training data, intended use, limitations (imagegen.contract.card);
+    # export always writes one, manifests from before cards have none
+    card: ModelCard | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

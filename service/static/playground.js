@@ -213,14 +213,30 @@ function fact(dl, name, value) {
 const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : undefined);
 const num = (x) => (typeof x === "number" ? x.toFixed(2) : undefined);
 
+/** The model card's terms (license, attribution, intended use, limitations); a manifest from
+ *  before model cards has none (`card: null`) and says so. */
+function showTerms(card) {
+  const dl = $("card-terms-facts");
+  if (!card) {
+    fact(dl, "license", "unknown: no model card (exported before cards)");
+    return;
+  }
+  fact(dl, "license", card.license);
+  fact(dl, "attribution", card.attribution);
+  fact(dl, "intended use", card.intended_use);
+  fact(dl, "limitations", card.limitations);
+}
+
 async function showCard() {
   const m = current();
   const dl = $("card-facts");
   dl.replaceChildren();
+  $("card-terms-facts").replaceChildren();
   $("card-grid-figure").hidden = true;
   if (!m || !m.manifest) return;
   const man = m.manifest;
   $("card-title").textContent = m.id;
+  showTerms(m.card);
   fact(dl, "family", man.family + (man.baseline ? " (seed baseline)" : ""));
   fact(dl, "dataset", man.dataset);
   fact(dl, "version", man.version);

@@ -70,6 +70,9 @@ class ServedModel:
                 "baseline": m.baseline,
                 "conditional": m.conditional,
                 "provider": self.provider,
+                # license, attribution, training data, intended use, limitations; null for a
+                # manifest written before model cards
+                "card": m.card.model_dump(mode="json") if m.card is not None else None,
                 "manifest": m.model_dump(mode="json"),
             }
         return info

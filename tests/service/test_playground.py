@@ -177,6 +177,26 @@ def test_opens_on_the_best_model_and_shows_its_image(
     assert Image.open(shot).size[0] >= 1000
 
 
+def test_the_model_card_shows_license_attribution_and_use(
+    browser: Any, server: Server, catalog: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    emoji, mnist = by_id(catalog, "gan-emoji")["card"], by_id(catalog, "gan-mnist")["card"]
+    open_page(browser, server.url + "/#model=gan-emoji&seed=5")
+    wait(browser, "document.getElementById('card-terms-facts').textContent.includes('CC-BY-4.0')")
+    assert shown(browser, "card-terms") and text(browser, "card-terms-title") == "License and use"
+    terms = text(browser, "card-terms-facts")
+    assert "license" + emoji["license"] in terms and "attribution" + emoji["attribution"] in terms
+    assert "intended use" + emoji["intended_use"] in terms and "limitations" + emoji["limitations"] in terms
+    # long words (the licence URLs) wrap inside the card instead of widening the page
+    assert js(browser, "document.documentElement.scrollWidth <= window.innerWidth")
+    assert js(browser, "(e => e.scrollWidth <= e.clientWidth)(document.getElementById('card-terms'))")
+    screenshot(browser, tmp_path, "model-card-terms")
+    select_model(browser, "gan-mnist")
+    wait(browser, "document.getElementById('card-terms-facts').textContent.includes('CC-BY-SA-3.0')")
+    terms = text(browser, "card-terms-facts")
+    assert mnist["attribution"] in terms and emoji["license"] not in terms
+
+
 def test_model_class_and_seed_each_change_the_image(
     browser: Any, server: Server, catalog: list[dict[str, Any]]
 ) -> None:

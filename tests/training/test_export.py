@@ -51,6 +51,9 @@ def test_export_writes_a_valid_repository_entry(tiny_runs, tmp_path, family, dat
     assert sha256_file(onnx_path) == read.onnx.sha256
     assert onnx_path.stat().st_size < 10 * 2**20
     assert {"epochs", "seed", "duration_s", "device", "commit"} <= set(read.training.model_dump())
+    licences = {"mnist": "CC-BY-SA-3.0", "fashion": "MIT", "imagefolder": "CC-BY-4.0 AND Apache-2.0"}
+    assert read.card is not None and read.card.license == licences[dataset]  # the dataset's card
+    assert read.card.intended_use.startswith("A seed baseline") == (variant == "seed")
     channels, size = (3, 64) if dataset == "imagefolder" else (1, 28)
     assert read.outputs == {"image": [-1, channels, size, size]}
 
