@@ -238,12 +238,12 @@ def test_health_ready_metrics_docs_playground(client: httpx.Client) -> None:
     assert "/v1/models" in page.text
 
 
-def _shape(value: object) -> object:
+def _outline(value: object) -> object:
     """Keys all the way down (the first item of a list), values' types otherwise."""
     if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items()}
+        return {k: _outline(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_shape(value[0])] if value else []
+        return [_outline(value[0])] if value else []
     return type(value).__name__
 
 
@@ -254,10 +254,10 @@ def test_the_openapi_examples_have_the_shape_of_real_answers(client: httpx.Clien
         content = paths[route]["get"]["responses"]["200"]["content"]
         assert content["image/png"]["schema"] == {"type": "string", "format": "binary"}
         real = client.get(route, params={"model": "gan-mnist", "seed": 42, "format": "json"}).json()
-        assert _shape(content["application/json"]["example"]) == _shape(real)
+        assert _outline(content["application/json"]["example"]) == _outline(real)
     content = paths["/v1/images"]["post"]["responses"]["200"]["content"]
     real = client.post("/v1/images", json={"model": "gan-mnist", "seeds": [1]}).json()
-    assert _shape(content["application/json"]["example"]) == _shape(real)
+    assert _outline(content["application/json"]["example"]) == _outline(real)
 
 
 def test_request_id_echoed(client: httpx.Client) -> None:
