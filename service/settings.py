@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Seconds a client may take to send a request body once its headers are in; then "
         "408 `body_timeout` and the connection is closed.",
     )
+    upload_decode_timeout: float = Field(
+        5.0,
+        gt=0.0,
+        le=60.0,
+        description="Seconds an uploaded image may take to decode (its size is bounded first; the "
+        "largest allowed decodes in ~40 ms); then 422 `image_too_complex`.",
+    )
     max_n: int = Field(64, ge=1, description="Most images one GET /generate or /sample request may ask for.")
     max_items: int = Field(1024, ge=1, description="Most images one POST /v1/images request may ask for.")
     max_scale: int = Field(

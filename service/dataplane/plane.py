@@ -130,10 +130,18 @@ class DataPlane:
             log.error("inference failed for %s: %s", served.id, exc, exc_info=exc)
             raise InferenceFailed(f"inference failed for model {served.id!r}", model=served.id) from None
 
-    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+    async def off_loop(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout_s: float | None = None,
+        too_slow: ServiceError | None = None,
+    ) -> T:
         """Request work that is not a model run, in the request workers' threads. At most
         `OFF_LOOP_QUEUE` such jobs wait or run at once; past it, 503 at once with Retry-After, so
-        a burst of uploads cannot queue unbounded decodes (and their bodies) behind each other."""
+        a burst of uploads cannot queue unbounded decodes (and their bodies) behind each other.
+        Past `timeout_s` the request gets `too_slow`; the job still counts until its thread ends
+        (a thread cannot be stopped), so the bound holds."""
         if self._off_loop_pending >= OFF_LOOP_QUEUE:
             raise Overloaded(
                 f"overloaded ({OFF_LOOP_QUEUE} uploads are being decoded); retry in 1 s",
@@ -141,10 +149,19 @@ class DataPlane:
                 retry_after_ms=1000,
             )
         self._off_loop_pending += 1
+        job = asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
+        job.add_done_callback(self._off_loop_done)
+        if timeout_s is None:
+            return await job
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
-        finally:
-            self._off_loop_pending -= 1
+            return await asyncio.wait_for(asyncio.shield(job), timeout_s)
+        except TimeoutError:
+            raise too_slow or Overloaded(f"the job took over {timeout_s} s") from None
+
+    def _off_loop_done(self, job: asyncio.Future[Any]) -> None:
+        self._off_loop_pending -= 1
+        if not job.cancelled():
+            job.exception()  # retrieved: a timed-out job's error is not "never retrieved"
 
     # -- accounting -----------------------------------------------------------------------------
 

@@ -59,6 +59,12 @@ class InvalidImage(ServiceError):
     status, code = 422, "invalid_image"
 
 
+class ImageTooComplex(ServiceError):
+    """An upload within the size bounds that took longer than IMAGEGEN_UPLOAD_DECODE_TIMEOUT."""
+
+    status, code = 422, "image_too_complex"
+
+
 class ImageTooLarge(PayloadTooLarge):
     """An upload whose header declares more pixels than MAX_UPLOAD_PIXELS, or a side over
     MAX_UPLOAD_SIDE."""

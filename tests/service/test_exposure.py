@@ -3,11 +3,12 @@
 Rows of the issue: 1 (a thin 1 x 16,777,216 PNG), 2 (a 10,000-part multipart body), 3 (a scalar
 JSON root), 9 (large JSON bodies parsed on the event loop), 11 (Host reflected in a redirect),
 12 (HEAD and Range), 16 (bidi overrides in the text log), 5 (a 64 MB header), 4 (pipelined
-requests), 10 (one client's idle sockets).
+requests), 10 (one client's idle sockets); item 2's decode time limit.
 """
 
 from __future__ import annotations
 
+import io
 import select
 import socket
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from service.dataplane.keys import MAX_KEY_FAILURES
 from service.engine.latent import MAX_UPLOAD_PARTS, MAX_UPLOAD_SIDE
@@ -293,3 +295,23 @@ def test_wrong_admin_keys_are_limited_per_client(small_repo: Path, tmp_path: Pat
             labels = f'model="",route="/v2/repository/index",status="{status}"'
             line = f"imagegen_requests_total{{{labels}}} {count}.0"
             assert line in metrics, (line, [m for m in metrics.splitlines() if "repository" in m])
+
+
+def test_an_upload_slower_to_decode_than_the_limit_is_refused(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Item 2: uploads decode under a time limit. The largest allowed decodes in ~40 ms, so the
+    test sets the limit below that; twenty in a row also show a timed-out decode stops counting
+    against the 16 decodes in flight once its thread ends."""
+    big = io.BytesIO()
+    Image.new("L", (2048, 2048), 0).save(big, format="PNG")
+    env = {"IMAGEGEN_UPLOAD_DECODE_TIMEOUT": "0.001"}
+    repo = repository_of(models_dir, tmp_path_factory, "decode-limit-repo", "vae-mnist")
+    with serving(repo, tmp_path, env=env) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+        for _ in range(20):
+            r = _reconstruct(client, big.getvalue(), "image/png")
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "image_too_complex"
+            time.sleep(0.1)  # the thread finishes its decode
+        assert "IMAGEGEN_UPLOAD_DECODE_TIMEOUT" in r.json()["error"]["message"]
+        assert "Traceback" not in srv.log()

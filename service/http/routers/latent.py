@@ -18,6 +18,7 @@ from service.dataplane.admission import Ticket
 from service.dataplane.plane import Call
 from service.engine import latent
 from service.engine.generation import TensorRequest
+from service.engine.latent import ImageTooComplex
 from service.errors import (
     InvalidParameter,
     ModelLoadError,
@@ -207,7 +208,14 @@ async def _reconstruct(
     manifest = served.require_manifest()
     content_type = request.headers.get("content-type", "")
     plane = ctx.plane
-    original = await plane.off_loop(decode_upload, content_type, body, manifest.image)
+    limit = ctx.settings.upload_decode_timeout
+    too_slow = ImageTooComplex(
+        f"the image took over {limit} s to decode (IMAGEGEN_UPLOAD_DECODE_TIMEOUT); send a smaller "
+        f"or simpler PNG or JPEG ({manifest.image.width}x{manifest.image.height} is all the model uses)"
+    )
+    original = await plane.off_loop(
+        decode_upload, content_type, body, manifest.image, timeout_s=limit, too_slow=too_slow
+    )
     encoder = await plane.off_loop(_load_encoder, ctx.encoders, served)
     labels = np.asarray(candidates, dtype=np.int64)
     images_in = np.repeat(original, len(candidates), axis=0)
