@@ -107,10 +107,13 @@ async def grpc_serving(inference: InferenceService, settings: Settings) -> Async
         yield
         return
     from service.oip import grpc_server  # grpcio: needed only with the port set
+    from service.oip.grpc_health import Health
 
-    server, _ = await grpc_server.start(inference, settings, settings.grpc_port)
+    health = Health(inference)
+    server, _ = await grpc_server.start(inference, settings, settings.grpc_port, health)
     try:
-        yield
+        async with health.refreshing():
+            yield
     finally:
         await grpc_server.stop(server)
 

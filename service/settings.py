@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description="TCP port of the Open Inference Protocol over gRPC (on `host`); unset: no gRPC. "
-        "Needs grpcio (pip install 'imagegen[grpc]').",
+        "Needs grpcio (pip install 'imagegen[grpc]'). With it, a quarter of the connection limit "
+        "goes to gRPC, the rest to HTTP.",
+    )
+    grpc_idle_timeout: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Seconds a gRPC connection may stay idle; then it is closed."
     )
     http: Literal["auto", "httptools", "h11"] = Field(
         "auto", description="HTTP parser: auto (httptools when installed, else h11), httptools or h11."

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 from typing import Any
 
 import uvicorn
 
+from service.connection_budget import split_connections
 from service.http.client_identity import TrustedProxies
 from service.http.protocols import protocol_class
 from service.settings import Settings
@@ -25,22 +25,6 @@ log = logging.getLogger("imagegen.server")
 
 # Descriptors kept for everything that is not a client connection: listening socket, log stream,
 # model files while they load, the event loop's own pipes, worker threads.
-FD_RESERVE = 64
-
-
-def effective_connection_limit(limit: int) -> int:
-    """`limit`, lowered to what the descriptor limit allows after FD_RESERVE (soft limit raised to
-    the hard one first: the soft default of 1024 is a historical select() limit, not a resource)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return limit
-    return max(1, min(limit, soft - FD_RESERVE))
 
 
 class Server(uvicorn.Server):
@@ -70,7 +54,7 @@ class Server(uvicorn.Server):
 
 def build_server(app: Any, settings: Settings) -> Server:
     """A uvicorn server for `app` with the limits from `settings`."""
-    max_connections = effective_connection_limit(settings.limit_concurrency)
+    max_connections, _ = split_connections(settings.limit_concurrency, grpc=settings.grpc_port is not None)
     http, parser = protocol_class(
         settings.http,
         settings.header_timeout,

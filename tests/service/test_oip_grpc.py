@@ -201,3 +201,59 @@ def test_committed_stubs_match_the_proto(tmp_path: Path):
         assert (stubs.PROTO.with_name(name)).read_text() == text, (
             f"regenerate: python -m service.oip.stubs ({name})"
         )
+
+
+def test_model_config_is_tritons_and_the_same_as_http(triton: Any, grpc_server: tuple[Server, str]):
+    """tritonclient's get_model_config got UNIMPLEMENTED; it now reads Triton's ModelConfig."""
+    over_grpc = triton.get_model_config("gan-mnist", as_json=True)["config"]
+    over_http = httpx.get(f"{grpc_server[0].url}/v2/models/gan-mnist/config", timeout=30).json()
+    assert over_grpc["name"] == "gan-mnist" and over_grpc["platform"] == "onnxruntime_onnx"
+    assert {i["name"]: i["data_type"] for i in over_grpc["input"]} == {
+        "label": "TYPE_INT64",
+        "z": "TYPE_FP32",
+    }
+    # json_format writes int64 fields as strings and leaves out empty ones; compare on values
+    assert over_grpc["output"][0]["dims"] == [str(d) for d in over_http["output"][0]["dims"]]
+    assert int(over_grpc["max_batch_size"]) == over_http["max_batch_size"]
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        triton.get_model_config("no-such-model")
+
+
+def test_the_readme_grpc_examples_run_as_written(grpc_server: tuple[Server, str]):
+    """The README's Triton-client block, against this server's ports."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
+    code = next(b for b in blocks if "tritonclient.grpc" in b)
+    http_port = grpc_server[0].url.rsplit(":", 1)[1]
+    code = code.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}").replace("127.0.0.1:8001", grpc_server[1])
+    exec(compile(code, "README.md", "exec"), {})
+
+
+def test_health_follows_readiness_per_model(grpc_server: tuple[Server, str], model: dict[str, Any]):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(grpc_server[1]) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == serving
+        assert health.Check(health_pb2.HealthCheckRequest(service=model["id"])).status == serving
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="no-such-model"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=model["id"]), timeout=10)
+        assert next(watch).status == serving
+        watch.cancel()
+
+
+def test_reflection_lists_the_services(grpc_server: tuple[Server, str]):
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(grpc_server[1]) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        )
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
