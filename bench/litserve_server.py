@@ -74,10 +74,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8102)
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=1, help="LitServe's workers_per_device")
     args = ap.parse_args()
     api = SampleAPI(args.models_dir / args.model, max_batch_size=args.max_batch,
                     batch_timeout=args.batch_timeout_ms / 1000, api_path="/sample")
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1)
+    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=args.workers)
     server.run(host="127.0.0.1", port=args.port, num_api_servers=1, log_level="warning",
                generate_client_file=False)
 

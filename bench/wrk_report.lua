@@ -5,7 +5,12 @@ if body_file then
   wrk.method = "POST"
   wrk.body = f:read("*a")
   f:close()
-  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json"
+  -- the binary tensor extension: the JSON header's length, the raw tensors after it
+  local header_length = os.getenv("WRK_HEADER_LENGTH")
+  if header_length then
+    wrk.headers["Inference-Header-Content-Length"] = header_length
+  end
 end
 
 -- WRK_PATH: request path; "{seed}" in it becomes a fresh random seed per request, so no two
