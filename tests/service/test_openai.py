@@ -115,3 +115,14 @@ def test_the_api_key_is_the_bearer_token(keyed: Server) -> None:
     bad = openai.OpenAI(base_url=keyed.url + "/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.images.generate(model="gan-mnist", prompt="2")
+
+
+def test_the_readme_openai_example_runs_as_written(server: Server) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
+    code = next(b for b in blocks if "from openai import OpenAI" in b)
+    code = code.replace("http://127.0.0.1:8000", server.url)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    image = _png(scope["png_base64"])
+    assert image.shape[:2] == (112, 112)  # 4x gan-fashion's 28x28, as size asked
