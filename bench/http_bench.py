@@ -350,16 +350,27 @@ def compare(args: argparse.Namespace) -> int:
                     # `python -m` puts the working directory first on sys.path: that checkout's code runs
                     peers["before"] = Server("before", ours_server.cmd, cwd=args.before.resolve())
             procs = {"ours": (ours_proc, ours)}
+            # LitServe's idle workers poll and take CPU from whichever server is measured: each is
+            # up only for its own runs; the others stay up
+            polling = {name: server for name, server in peers.items() if name.startswith("litserve")}
             try:
                 for name, server in peers.items():
-                    procs[name] = (start(server, port := free_port()), port)
-                checks[model] = check_same_pngs(ours, procs[f"litserve:{model}"][1], model)
-                print(f"LitServe PNGs vs ours for {model}, seeds {list(PNG_CHECK_SEEDS)}: {checks[model]}",
-                      flush=True)
-                names = list(procs)
+                    if name not in polling:
+                        procs[name] = (start(server, port := free_port()), port)
+                names = ["ours", *peers]
                 for rnd in range(args.repeats):
                     for name in names[::-1] if rnd % 2 else names:
-                        runs.append(_sample_round(procs[name], name, model, rnd, args.duration))
+                        if name in polling:
+                            procs[name] = (start(polling[name], port := free_port()), port)
+                        try:
+                            if name == f"litserve:{model}" and model not in checks:
+                                checks[model] = check_same_pngs(ours, procs[name][1], model)
+                                print(f"LitServe PNGs vs ours for {model}, seeds {list(PNG_CHECK_SEEDS)}: "
+                                      f"{checks[model]}", flush=True)
+                            runs.append(_sample_round(procs[name], name, model, rnd, args.duration))
+                        finally:
+                            if name in polling:
+                                stop(procs.pop(name)[0])
             finally:
                 for name, (proc, _) in procs.items():
                     if name != "ours":

@@ -4,7 +4,7 @@ our server (the default workers and `--workers 1`) and Seldon MLServer 1.7 servi
 file with adaptive batching (bench/mlserver_server.py; its own venv, `--mlserver-venv`).
 
 The body is the issue's: `z` FP32 [1, latent_dim] and `label` INT64 [1]. HTTP load is wrk (64
-connections, 1 thread); gRPC load is an asyncio client with 64 RPCs in flight on one channel
+connections, 1 thread); gRPC load is an asyncio client with 64 RPCs in flight over 4 connections
 (grpcio's own, from this venv: it shares the machine, so gRPC figures are bounded by it as well).
 Runs alternate servers over `--rounds`; medians are reported. Before measuring, both servers'
 images for the same z are compared. MLServer 1.7 has no binary tensor extension (checked: its
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from http_bench import Server, cpu_seconds, free_port, start, stop, wrk  # noqa: E402
 from machine import machine_info, write_result  # noqa: E402
 
+GRPC_CONNECTIONS = 4
 TARGETS = {"json": 2.0, "binary": 3.0, "grpc": 2.0, "json_p99_ms": 100.0}
 
 
@@ -107,12 +109,17 @@ async def grpc_load(target: str, model: str, z: np.ndarray, label: np.ndarray, d
     request.raw_input_contents.extend([z.tobytes(), label.tobytes()])
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        await stub.ModelInfer(request, timeout=30)  # warm the connection
+    # 4 connections of 16 RPCs each, as wrk's 64 connections spread over a server's workers (the
+    # kernel hands each connection to one worker)
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(GRPC_CONNECTIONS)]
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    try:
+        for stub in stubs:
+            await stub.ModelInfer(request, timeout=30)  # warm the connections
         stop_at = time.perf_counter() + duration
 
-        async def loop() -> None:
+        async def loop(stub: Any) -> None:
             nonlocal errors
             while time.perf_counter() < stop_at:
                 t = time.perf_counter()
@@ -123,8 +130,11 @@ async def grpc_load(target: str, model: str, z: np.ndarray, label: np.ndarray, d
                     errors += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(64)))
+        await asyncio.gather(*(loop(stubs[i % len(stubs)]) for i in range(64)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     return {
         "ok_rps": len(latencies) / elapsed,
         "p99_ms": float(np.percentile(latencies, 99)) * 1000,
@@ -199,11 +209,24 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[dict] = []
     images: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
     for rnd in range(args.rounds):
         for name, (spec, http, grpc_port) in servers.items():
-            proc = start(spec, http)
+            if name in failed:
+                continue
             try:
-                images.setdefault(name, infer_json(http, args.model, z, label))
+                proc = start(spec, http)
+            except RuntimeError as exc:  # MLServer 1.7.1's parallel workers crash on start here
+                failed[name] = str(exc).splitlines()[-1][:300]
+                print(f"{name} did not start: {failed[name]}", flush=True)
+                continue
+            try:
+                try:
+                    images.setdefault(name, infer_json(http, args.model, z, label))
+                except (KeyError, ValueError, httpx.HTTPError) as exc:  # up, but it cannot infer
+                    failed[name] = f"started but did not infer: {exc!r}"[:300]
+                    print(f"{name}: {failed[name]}", flush=True)
+                    continue
                 paths = {"json": (json_file, None)}
                 if name.startswith("ours"):
                     paths["binary"] = (binary_file, header_length)
@@ -237,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "loadavg": os.getloadavg(),
             "runs": runs,
+            "did_not_start": failed,
             "summary": summary,
         },
     )

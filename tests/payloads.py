@@ -1,10 +1,14 @@
-"""Hostile but well-formed payloads that the hardening tests send, directly and through nginx."""
+"""Hostile but well-formed payloads that the hardening tests send, directly and through nginx,
+and the probe that measures how long another client waits meanwhile."""
 
 from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -39,3 +43,21 @@ def multipart(parts: int, boundary: str = "xyz") -> bytes:
         + b"\r\n"
     )
     return filler + file_part + f"--{boundary}--\r\n".encode()
+
+
+def worst_wait_while(
+    threads: list[threading.Thread], probe: Callable[[], int], pause_s: float = 0.02
+) -> float:
+    """Starts `threads`, calls `probe` (which must answer 200) until they end, joins them and
+    returns the longest probe: a liveness bound for other clients, not a timing claim."""
+    for t in threads:
+        t.start()
+    worst = 0.0
+    while any(t.is_alive() for t in threads):
+        started = time.monotonic()
+        assert probe() == 200
+        worst = max(worst, time.monotonic() - started)
+        time.sleep(pause_s)
+    for t in threads:
+        t.join()
+    return worst

@@ -10,13 +10,16 @@ Debian's nginx on it. Both need binaries that may be missing: `require_nginx()` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,8 +103,8 @@ def write_config(prefix: Path, server_config: str) -> Path:
     # As root, nginx's workers would run as `nobody`, who cannot enter pytest's private tmp dirs.
     user = "user root;\n" if os.geteuid() == 0 else ""
     (prefix / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
-        "events { worker_connections 256; }\n"
+        f"{user}worker_processes auto;\npid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
+        "events { worker_connections 1024; }\n"  # the official image's nginx.conf
         f"http {{\n  access_log off;\n  include {prefix}/conf.d/*.conf;\n}}\n"
     )
     return prefix / "nginx.conf"
@@ -167,3 +170,39 @@ def tls_client(secrets: Secrets, source: str = "127.0.0.1", **kwargs: object) ->
     context = ssl.create_default_context(cafile=str(secrets.cert))
     transport = httpx.HTTPTransport(verify=context, local_address=source)
     return httpx.Client(transport=transport, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def keyed_service(
+    work: Path,
+    root: Path,
+    secrets: Secrets,
+    models: tuple[str, ...],
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`imagegen serve` on loopback with the repository's `models` (linked into `work`), started as
+    compose starts it: through serve-with-key.sh with the generated key; yields its host:port."""
+    from tests.deploy.test_monitoring import _stop, _wait
+
+    folder = work / "models"
+    folder.mkdir()
+    for model in models:
+        if not (root / "models" / model / "manifest.json").exists():
+            pytest.skip(f"model {model} not in models/")
+        (folder / model).symlink_to(root / "models" / model)
+    port = free_port()
+    command = ["sh", str(SERVE_WITH_KEY), str(secrets.key_file)]
+    command += [sys.executable, "-m", "imagegen.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--models-dir", str(folder), "--no-access-log", *args]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")} | (env or {})
+    log = work / "serve.log"
+    process = subprocess.Popen(command, env=environ, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        try:
+            _wait(f"http://127.0.0.1:{port}/healthz", 120, process)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(process)

@@ -9,10 +9,7 @@ openssl the tests skip with the reason.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,17 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.proxy import (
-    SERVE_WITH_KEY,
-    Nginx,
-    Secrets,
-    first_start,
-    free_port,
-    require_nginx,
-    tls_client,
-)
-from tests.deploy.test_monitoring import _stop, _wait
-from tests.payloads import multipart, thin_png
+from tests.deploy.proxy import Nginx, Secrets, first_start, keyed_service, require_nginx, tls_client
+from tests.payloads import multipart, thin_png, worst_wait_while
 
 STORM, OTHER, VAE = "gan-mnist", "label-mnist", "vae-mnist"
 # Two runs of 64 images per model at most, as tests/service/test_overload.py: a few connections
@@ -51,29 +39,10 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
 @pytest.fixture(scope="module")
 def service(secrets: Secrets, root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_nginx()
+    env = SMALL_QUEUE | {"IMAGEGEN_TRUSTED_PROXIES": "127.0.0.1"}  # compose trusts its network
     work = tmp_path_factory.mktemp("exposed")
-    models = work / "models"
-    models.mkdir()
-    for model in (STORM, OTHER, VAE):
-        if not (root / "models" / model / "manifest.json").exists():
-            pytest.skip(f"model {model} not in models/")
-        (models / model).symlink_to(root / "models" / model)
-    port = free_port()
-    command = ["sh", str(SERVE_WITH_KEY), str(secrets.key_file), sys.executable, "-m", "imagegen.cli"]
-    command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--models-dir", str(models)]
-    command += ["--workers", "1", "--no-access-log"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
-    env |= SMALL_QUEUE | {"IMAGEGEN_TRUSTED_PROXIES": "127.0.0.1"}  # compose trusts its network
-    log = work / "serve.log"
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    try:
-        try:
-            _wait(f"http://127.0.0.1:{port}/healthz", 120, process)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    with keyed_service(work, root, secrets, (STORM, OTHER, VAE), "--workers", "1", env=env) as address:
+        yield address
 
 
 @pytest.fixture
@@ -147,17 +116,8 @@ def test_large_json_bodies_through_nginx_do_not_stall_other_clients(proxy: Nginx
                 )
 
     threads = [threading.Thread(target=post, args=(f"127.0.0.{10 + i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    worst = 0.0
     with _keyed(secrets, proxy, "127.0.0.2") as probe:
-        while any(t.is_alive() for t in threads):
-            started = time.monotonic()
-            assert probe.get("/healthz").status_code == 200
-            worst = max(worst, time.monotonic() - started)
-            time.sleep(0.05)
-    for t in threads:
-        t.join()
+        worst = worst_wait_while(threads, lambda: probe.get("/healthz").status_code, pause_s=0.05)
     assert len(done) == 24 and all(400 <= s < 500 for s in done), done
     assert worst < 2.0, f"/healthz through nginx waited {worst:.2f} s"
 

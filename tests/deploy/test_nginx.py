@@ -13,10 +13,7 @@ without nginx or openssl they skip with the reason.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,19 +25,17 @@ import pytest
 
 from service.settings import Settings
 from tests.deploy.proxy import (
-    SERVE_WITH_KEY,
     TEMPLATE,
     Nginx,
     Secrets,
     first_start,
-    free_port,
+    keyed_service,
     nginx_test,
     render,
     require_nginx,
     tls_client,
     write_config,
 )
-from tests.deploy.test_monitoring import _stop, _wait
 
 MODELS = ("gan-mnist", "label-mnist")  # two small models: enough to serve, quick to load
 BURST_BOUND = 400  # most requests the rate test sends before it must have seen a 429
@@ -74,28 +69,8 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
 def service(secrets: Secrets, root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`imagegen serve` on loopback, started as compose starts it: through serve-with-key.sh."""
     require_nginx()  # no point starting the service when the proxy cannot run
-    work = tmp_path_factory.mktemp("service")
-    models = work / "models"
-    models.mkdir()
-    for model in MODELS:
-        if not (root / "models" / model / "manifest.json").exists():
-            pytest.skip(f"model {model} not in models/")
-        (models / model).symlink_to(root / "models" / model)
-    port = free_port()
-    command = ["sh", str(SERVE_WITH_KEY), str(secrets.key_file)]
-    command += [sys.executable, "-m", "imagegen.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--models-dir", str(models), "--no-access-log"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
-    log = work / "serve.log"
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    try:
-        try:
-            _wait(f"http://127.0.0.1:{port}/healthz", 120, process)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    with keyed_service(tmp_path_factory.mktemp("service"), root, secrets, MODELS) as address:
+        yield address
 
 
 @pytest.fixture
