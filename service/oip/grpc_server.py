@@ -222,6 +222,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING),
         ("grpc.max_connection_idle_ms", int(settings.grpc_idle_timeout * 1000)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", min(settings.max_response_bytes, (1 << 31) - 1)),
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        # a socket that never completes its HTTP/2 start is closed as a silent HTTP one is (120 s
+        # by grpcio's default)
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout * 1000)),
     ]
 
 
