@@ -31,8 +31,11 @@ METRICS = {
     # Beyond docs/design.md: a request's time split into waiting and encoding (service/metrics.py).
     "imagegen_queue_seconds": {"model"},
     "imagegen_encode_seconds": {"model"},
+    # and the requests the early-retry hold paced (service/dataplane/admission.py)
+    "imagegen_early_retries_held_total": {"route"},
 }
-BEYOND_DESIGN = {"imagegen_queue_seconds", "imagegen_encode_seconds"}  # no dashboard panel yet
+# no dashboard panel yet
+BEYOND_DESIGN = {"imagegen_queue_seconds", "imagegen_encode_seconds", "imagegen_early_retries_held_total"}
 HISTOGRAMS = {
     "imagegen_request_seconds",
     "imagegen_inference_seconds",
