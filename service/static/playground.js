@@ -115,7 +115,7 @@ async function loadModels() {
     opt.value = m.id;
     const acc = m.manifest && m.manifest.metrics && m.manifest.metrics.class_accuracy;
     opt.textContent = m.state !== "ready" ? `${m.id} (${m.state})`
-      : typeof acc === "number" ? `${m.id} (class acc. ${(100 * acc).toFixed(0)}%)` : m.id;
+      : typeof acc === "number" ? `${m.id} (class acc. ${pct(acc)})` : m.id;
     opt.disabled = m.state !== "ready";
     select.appendChild(opt);
   }
