@@ -31,6 +31,7 @@ SLOW_MODULES = {
     "tests/service/test_oip_admission.py",
     "tests/service/test_oip_grpc.py",
     "tests/service/test_grpc_limits.py",
+    "tests/service/test_grpc_health.py",
     "tests/service/test_memory.py",
     "tests/service/test_body.py",
     "tests/service/test_degraded.py",

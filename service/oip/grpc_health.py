@@ -6,14 +6,16 @@ Health follows the HTTP probes: the service "" is SERVING once the server is rea
 `/readyz`: every model tried and one ready), and each model id is a service of its own, SERVING
 while that model is ready, NOT_SERVING while it loads, failed or is unloaded; a name that is no
 model is NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch). The statuses are refreshed from the
-registry twice a second, so Watch streams see a load, an unload or a rescan.
+registry before each Check and Watch and twice a second, so Watch streams see a load, an unload
+or a rescan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,10 +29,27 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class _FreshHealthServicer(HealthServicer):  # type: ignore[misc]
+    """grpcio-health-checking's servicer, brought up to date before each Check and Watch, so an
+    answer never lags /readyz (the periodic refresh is for the open Watch streams)."""
+
+    def __init__(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (grpc's name)
+        await self._refresh()
+        return await super().Check(request, context)
+
+    async def Watch(self, request: Any, context: Any) -> None:  # noqa: N802
+        await self._refresh()
+        await super().Watch(request, context)
+
+
 class Health:
     def __init__(self, service: InferenceService) -> None:
         self.service = service
-        self.servicer = HealthServicer()
+        self.servicer = _FreshHealthServicer(self.refresh)
         self._known: dict[str, int] = {}
 
     def statuses(self) -> dict[str, int]:

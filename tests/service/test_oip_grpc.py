@@ -227,33 +227,3 @@ def test_the_readme_grpc_examples_run_as_written(grpc_server: tuple[Server, str]
     http_port = grpc_server[0].url.rsplit(":", 1)[1]
     code = code.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}").replace("127.0.0.1:8001", grpc_server[1])
     exec(compile(code, "README.md", "exec"), {})
-
-
-def test_health_follows_readiness_per_model(grpc_server: tuple[Server, str], model: dict[str, Any]):
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    serving = health_pb2.HealthCheckResponse.SERVING
-    with grpc.insecure_channel(grpc_server[1]) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == serving
-        assert health.Check(health_pb2.HealthCheckRequest(service=model["id"])).status == serving
-        with pytest.raises(grpc.RpcError) as unknown:
-            health.Check(health_pb2.HealthCheckRequest(service="no-such-model"))
-        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=model["id"]), timeout=10)
-        assert next(watch).status == serving
-        watch.cancel()
-
-
-def test_reflection_lists_the_services(grpc_server: tuple[Server, str]):
-    import grpc
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-    with grpc.insecure_channel(grpc_server[1]) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answer = next(
-            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-        )
-    names = {s.name for s in answer.list_services_response.service}
-    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
