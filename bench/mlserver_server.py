@@ -4,7 +4,8 @@ custom `MLModel` on ONNX Runtime with one intra-op thread, with MLServer's adapt
 MLServer lives in its own virtualenv so it never touches the project's (its pins differ):
 
     python3 -m venv /work/mlsvenv
-    /work/mlsvenv/bin/pip install 'mlserver>=1.7,<1.8' onnxruntime==<the project's version> numpy
+    /work/mlsvenv/bin/pip install 'mlserver>=1.7,<1.8' onnxruntime==<the project's version> numpy \
+        'uvloop<0.22'   # MLServer 1.7.1's parallel workers fail to start with uvloop >= 0.22
 
     python bench/mlserver_server.py --model-dir models/gan-mnist --http-port 8080 --grpc-port 8081 \\
         [--mlserver-venv /work/mlsvenv] [--parallel-workers 0] [--max-batch 64] [--max-batch-time 0.002]
