@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.dataplane.plane import DataPlane
 from service.engine import latent
 from service.errors import InvalidParameter, clip
 from service.http.delivery import estimate_bytes
@@ -88,3 +89,15 @@ def candidate_classes(served: ServedModel, klass: int | None) -> list[int]:
 
 def decode_upload(content_type: str, body: bytes, spec: Any) -> np.ndarray:
     return latent.model_input(latent.decode_image(latent.read_upload(content_type, body)), spec)
+
+
+async def decode_upload_within(
+    plane: DataPlane, content_type: str, body: bytes, spec: Any, limit_s: float
+) -> np.ndarray:
+    """The upload decoded off the event loop; past `limit_s` (IMAGEGEN_UPLOAD_DECODE_TIMEOUT)
+    the request gets 422 `image_too_complex`."""
+    too_slow = latent.ImageTooComplex(
+        f"the image took over {limit_s} s to decode (IMAGEGEN_UPLOAD_DECODE_TIMEOUT); send a smaller "
+        f"or simpler PNG or JPEG ({spec.width}x{spec.height} is all the model uses)"
+    )
+    return await plane.off_loop(decode_upload, content_type, body, spec, timeout_s=limit_s, too_slow=too_slow)

@@ -18,7 +18,6 @@ from service.dataplane.admission import Ticket
 from service.dataplane.plane import Call
 from service.engine import latent
 from service.engine.generation import TensorRequest
-from service.engine.latent import ImageTooComplex
 from service.errors import (
     InvalidParameter,
     ModelLoadError,
@@ -35,7 +34,7 @@ from service.http.latent_query import (
     ReconstructQuery,
     b64,
     candidate_classes,
-    decode_upload,
+    decode_upload_within,
     latent_etag,
     model_headers,
     response_bytes,
@@ -209,13 +208,7 @@ async def _reconstruct(
     content_type = request.headers.get("content-type", "")
     plane = ctx.plane
     limit = ctx.settings.upload_decode_timeout
-    too_slow = ImageTooComplex(
-        f"the image took over {limit} s to decode (IMAGEGEN_UPLOAD_DECODE_TIMEOUT); send a smaller "
-        f"or simpler PNG or JPEG ({manifest.image.width}x{manifest.image.height} is all the model uses)"
-    )
-    original = await plane.off_loop(
-        decode_upload, content_type, body, manifest.image, timeout_s=limit, too_slow=too_slow
-    )
+    original = await decode_upload_within(plane, content_type, body, manifest.image, limit)
     encoder = await plane.off_loop(_load_encoder, ctx.encoders, served)
     labels = np.asarray(candidates, dtype=np.int64)
     images_in = np.repeat(original, len(candidates), axis=0)
