@@ -125,8 +125,10 @@ class _Limits(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # uvicorn's, after this mixin
-        # Headers still incomplete after this chunk: it counts towards the header bound.
-        if self._header_timer is not None and not self.transport.is_closing():
+        # Headers still incomplete after this chunk: it counts towards the header bound. Not the
+        # rest of a body answered early (a 413): the parser reads it as that request's body.
+        body_pending = self.cycle is not None and self.cycle.more_body
+        if self._header_timer is not None and not body_pending and not self.transport.is_closing():
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self.transport.pause_reading()

@@ -233,6 +233,29 @@ def test_a_few_pipelined_requests_are_all_answered(server: Server) -> None:
     assert answers.count(b"HTTP/1.1 200") == 5
 
 
+def test_the_rest_of_a_refused_body_is_not_counted_as_headers(server: Server) -> None:
+    """A body refused early (413 past IMAGEGEN_MAX_BODY_BYTES) goes on arriving after the answer:
+    it is the refused request's body, not the next request's headers (it was answered 431)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    size = 2 << 20
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % size
+            + b"{"
+            + b" " * (64 << 10)
+        )
+        first = conn.recv(65536)
+        assert first.startswith(b"HTTP/1.1 413"), first[:200]
+        try:
+            conn.sendall(b" " * (size - (64 << 10) - 2) + b"}" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            rest = conn.recv(65536)
+        except OSError:  # the server may also close the connection after the 413
+            rest = b""
+    assert b"431" not in rest, rest[:200]
+    assert not rest or rest.startswith(b"HTTP/1.1 200"), rest[:200]
+
+
 def test_headers_within_the_bound_are_served(client: httpx.Client) -> None:
     r = client.get("/healthz", headers={f"x-h{i}": "v" * 100 for i in range(100)})  # ~11 KB
     assert r.status_code == 200
