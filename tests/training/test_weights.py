@@ -92,9 +92,9 @@ def test_resume_from_a_model_without_weights_says_so(tmp_path, capsys, data_dir)
     assert "no training weights" in capsys.readouterr().err
 
 
-def _adv_column(out) -> list[float]:
+def _column(out, name: str) -> list[float]:
     lines = (out / "losses.csv").read_text().splitlines()
-    index = lines[0].split(",").index("adv")
+    index = lines[0].split(",").index(name)
     return [float(line.split(",")[index]) for line in lines[1:]]
 
 
@@ -109,8 +109,30 @@ def test_a_plain_vae_continues_as_a_vae_gan_and_its_warm_up_is_not_repeated(tiny
         tiny_run_config(tmp_path / "gan", "vae", epochs=2, resume_from=source, overrides=gan_terms),
         progress=False,
     )
-    adv = _adv_column(out)
+    adv = _column(out, "adv")
     assert adv[:2] == [0.0, 0.0] and all(a > 0 for a in adv[2:]), adv
     resumed = tiny_run_config(tmp_path / "gan", "vae", epochs=3, resume_from=source, overrides=gan_terms)
-    adv = _adv_column(train(resumed, resume=True, progress=False))
+    adv = _column(train(resumed, resume=True, progress=False), "adv")
     assert all(a > 0 for a in adv[2:]), adv  # the third epoch's steps too
+
+
+def test_a_vae_gan_continues_with_a_label_blind_classifier(tiny_runs, tmp_path):
+    """--set class_weight on a VAE-GAN's weights (critic included): the classifier is new, so
+    it trains alone for the warm-up steps, then its cross-entropy on prior samples teaches the
+    decoder; it never sees the label, and only the decoder is exported."""
+    gan_terms = {"adv_weight": 0.01, "feature_weight": 0.01, "critic_warmup": 2}
+    gan = train(tiny_run_config(tmp_path / "gan", "vae", overrides=gan_terms), progress=False)
+    manifest = export_run(gan, tmp_path / "models")
+    source = str(tmp_path / "models" / manifest.id)
+    judged = tiny_run_config(
+        tmp_path / "cls", "vae", epochs=2, resume_from=source, overrides={**gan_terms, "class_weight": 0.01}
+    )
+    out = train(judged, progress=False)
+    calls = _column(out, "cls")
+    assert calls[:2] == [0.0, 0.0] and all(c > 0 for c in calls[2:]), calls
+    model, _ = load_checkpoint(out)
+    assert model.critic.class_logits(torch.rand(4, 1, 28, 28)).shape == (4, 10)  # no label input
+    exported = export_run(out, tmp_path / "more")
+    saved = load_file(str(tmp_path / "more" / exported.id / "1" / WEIGHTS_NAME))
+    assert any(k.startswith("critic.classes.") for k in saved)  # kept for the next continuation
+    assert set(exported.inputs) == {"z", "label"}  # the sampler alone is served

@@ -29,7 +29,7 @@ from training.families.base import (
     randn,
     upsample_plan,
 )
-from training.families.critic import Critic, critic_step, decoder_terms
+from training.families.critic import Critic, critic_step, decoder_loss, term_names
 from training.families.layers import down_stack, given, one_hot_maps
 from training.families.vae_latent import ClassPrior, LatentMap, gaussian_kl
 
@@ -66,6 +66,8 @@ class Config(BaseConfig):
     # a plain VAE (no critic).
     adv_weight: float = 0.0
     feature_weight: float = 0.0
+    # weight, per image value, of a label-blind classifier's cross-entropy on prior samples
+    class_weight: float = 0.0
     d_width: int = 32
     # steps a new critic trains alone when a plain VAE's weights are continued with one
     critic_warmup: int = 500
@@ -192,17 +194,19 @@ class Model(FamilyModel):
             else None
         )
         c = config
-        adversarial = c.adv_weight or c.feature_weight
-        self.critic = Critic(c.channels, c.num_classes, c.image_size, c.d_width) if adversarial else None
+        judged = c.adv_weight or c.feature_weight or c.class_weight
+        classify = c.class_weight > 0
+        self.critic = Critic(c.channels, c.num_classes, c.image_size, c.d_width, classify) if judged else None
         self.critic_only_steps = 0  # set by load_state_dict when the weights have no critic yet
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> _IncompatibleKeys:
-        if self.critic is not None and not any(k.startswith("critic.") for k in state_dict):
-            # a plain VAE's weights continued as a VAE-GAN: the critic starts fresh and trains
-            # alone for its warm-up steps
-            state_dict = {**state_dict, **{"critic." + k: v for k, v in self.critic.state_dict().items()}}
+        fresh = {} if self.critic is None else {"critic." + k: v for k, v in self.critic.state_dict().items()}
+        if any(k not in state_dict for k in fresh):
+            # a plain VAE's weights continued as a VAE-GAN, or a VAE-GAN's with a classifier: what
+            # is new starts fresh and trains alone for the warm-up steps
+            state_dict = {**fresh, **state_dict}
             self.critic_only_steps = self.config.critic_warmup
         elif self.critic is not None:  # a checkpoint of this run, critic included: it has judged
             self.critic_only_steps = 0
@@ -247,8 +251,8 @@ class Model(FamilyModel):
         critic_opt: torch.optim.Optimizer,
         logs: dict[str, float],
     ) -> torch.Tensor:
-        """Steps the critic, then returns the decoder's weighted adversarial and feature terms
-        (scaled by the values per image, as the summed reconstruction loss is)."""
+        """Steps the critic, then returns the decoder's weighted terms (scaled by the values per
+        image, as the summed reconstruction loss is)."""
         assert self.critic is not None
         c = self.config
         z = randn(x.shape[0], c.latent_dim, device=x.device)
@@ -256,11 +260,10 @@ class Model(FamilyModel):
         logs["critic"] = critic_step(self.critic, critic_opt, x, torch.cat([rebuilt, drawn]).detach(), y)
         if self.critic_only_steps > 0:  # a new critic learns to judge before it teaches
             self.critic_only_steps -= 1
-            logs["adv"] = logs["fm"] = 0.0
+            logs.update(dict.fromkeys(term_names(self.critic), 0.0))
             return torch.zeros((), device=x.device)
-        adversarial, matching = decoder_terms(self.critic, x, rebuilt, drawn, y)
-        logs["adv"], logs["fm"] = adversarial.item(), matching.item()
-        terms: torch.Tensor = x[0].numel() * (c.adv_weight * adversarial + c.feature_weight * matching)
+        weights = (c.adv_weight, c.feature_weight, c.class_weight)
+        terms: torch.Tensor = x[0].numel() * decoder_loss(self.critic, weights, x, rebuilt, drawn, y, logs)
         return terms
 
     @torch.no_grad()
