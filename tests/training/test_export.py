@@ -140,9 +140,9 @@ def test_export_refuses_to_change_what_needs_training(tiny_runs, tmp_path, capsy
     assert main([str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "g_width=8", no_gate]) == 1
     err = capsys.readouterr().err
     assert "only sampling settings change at export" in err and "['truncation']" in err
-    argv = [str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "truncation=1.5", no_gate]
+    argv = [str(tiny_runs("gan")), "--models-dir", str(tmp_path), "--set", "truncation=2.5", no_gate]
     assert main(argv) == 1
-    assert "truncation must be in (0, 1]" in capsys.readouterr().err
+    assert "truncation must be in (0, 2]" in capsys.readouterr().err
     assert not (tmp_path / "gan-mnist").exists()
 
 
