@@ -29,9 +29,14 @@ def needed(models_dir: Path) -> Path:
     return models_dir
 
 
+def _onnx_name(folder: Path) -> str:
+    """The served version's ONNX file, as the manifest names it (e.g. 2/model.onnx)."""
+    name: str = json.loads((folder / "manifest.json").read_text())["onnx"]["file"]
+    return name
+
+
 def _onnx(folder: Path) -> Path:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return folder / manifest["onnx"]["file"]
+    return folder / _onnx_name(folder)
 
 
 def test_family_requests_never_fall_back_to_a_baseline(needed: Path, tmp_path: Path) -> None:
@@ -96,14 +101,15 @@ def test_a_model_file_deleted_or_changed_while_served_is_reported(needed: Path, 
             assert time.monotonic() < deadline, f"changes not reported: {on_disk}"
             time.sleep(0.2)
         assert on_disk["label-mnist"] == "ok"
-        assert "1/model.onnx was deleted from disk" in on_disk["label-gone"]
-        assert "1/model.onnx changed on disk" in on_disk["label-changed"]
+        name = _onnx_name(gone)
+        assert f"{name} was deleted from disk" in on_disk["label-gone"]
+        assert f"{name} changed on disk" in on_disk["label-changed"]
         ready = httpx.get(srv.url + "/readyz")
         assert ready.status_code == 200  # the loaded copies still serve
         assert set(ready.json()["changed_on_disk"]) == {"label-gone", "label-changed"}
         r = httpx.get(srv.url + "/generate", params={"model": "label-gone", "digit": 1})
         assert r.status_code == 200
-        assert "label-gone: 1/model.onnx was deleted" in srv.log()
+        assert f"label-gone: {name} was deleted" in srv.log()
     finally:
         srv.stop()
 
@@ -132,7 +138,7 @@ def test_no_absolute_path_or_library_message_in_client_errors(needed: Path, tmp_
         ]
         assert bodies[0].status_code == 503
         reason = bodies[1].json()["reason"]
-        assert reason == "onnxruntime cannot load 1/model.onnx (details in the server log)"
+        assert reason == f"onnxruntime cannot load {_onnx_name(corrupt)} (details in the server log)"
         for r in bodies:
             assert str(tmp_path) not in r.text and "/model.onnx'" not in r.text, r.text
             assert "Protobuf" not in r.text and "INVALID" not in r.text  # onnxruntime's own words
