@@ -128,8 +128,11 @@ def decoder_loss(
     y: torch.Tensor,
     logs: dict[str, float],
 ) -> torch.Tensor:
-    """The decoder's terms weighted by (adversarial, feature matching, class), each logged."""
-    adversarial, matching = decoder_terms(critic, real, rebuilt, drawn, y)
+    """The decoder's terms weighted by (adversarial, feature matching, class), each logged (a
+    term weighted 0 is not computed and logs 0)."""
+    adversarial = matching = torch.zeros((), device=real.device)
+    if weights[0] or weights[1]:  # a classifier alone needs no pass through the critic
+        adversarial, matching = decoder_terms(critic, real, rebuilt, drawn, y)
     terms = [adversarial, matching]
     if critic.classes is not None:
         terms.append(class_term(critic, drawn, y))
