@@ -74,9 +74,10 @@ def test_unknown_policy_is_refused_with_the_known_ones():
     assert parse_policy("") == ()
 
 
-def test_gan_with_augment_trains_on_emoji(emoji):
+@pytest.mark.parametrize("family", ["gan", "evaluator"])
+def test_augmented_critic_trains_on_emoji(emoji, family):
     x, y = emoji
-    plain = tiny_model("gan", channels=3, image_size=64, num_classes=9)
+    plain = tiny_model(family, channels=3, image_size=64, num_classes=9)
     model = type(plain)(dataclasses.replace(plain.config, augment="translation,cutout"))
     model.load_state_dict(plain.state_dict())
     assert model.augment_policy == ("translation", "cutout")

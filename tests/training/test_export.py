@@ -113,8 +113,9 @@ def _draw(model_dir, manifest, z, label):
     return session.run(["image"], {"z": z, "label": label})[0]
 
 
-def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path, capsys):
-    run = tiny_runs("gan")
+@pytest.mark.parametrize("family", ["gan", "evaluator"])
+def test_truncation_is_a_sampling_setting_changed_at_export(tiny_runs, tmp_path, family):
+    run = tiny_runs(family)
     plain = export_run(run, tmp_path, model_id="plain")
     argv = [str(run), "--models-dir", str(tmp_path), "--id", "truncated", "--no-gate"]
     argv += ["--set", "truncation=0.5"]

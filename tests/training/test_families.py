@@ -189,11 +189,12 @@ def test_vae_temperature_scales_the_prior_sample():
         assert not torch.allclose(cold.sampler()(z, label), hot.sampler()(z, label))
 
 
-def test_gan_ema_generator_is_sampled_and_can_be_switched_on_when_resuming(data_dir):
+@pytest.mark.parametrize("family", ["gan", "evaluator"])
+def test_ema_generator_is_sampled_and_can_be_switched_on_when_resuming(data_dir, family):
     ds = load_dataset("mnist", data_dir)
     x, y = torch.from_numpy(ds.as_float()), torch.from_numpy(ds.labels)
-    module = get_family("gan")
-    plain = tiny_model("gan")
+    module = get_family(family)
+    plain = tiny_model(family)
     averaged = module.Model(dataclasses.replace(plain.config, ema=0.9))
     averaged.load_state_dict(plain.state_dict())  # no generator_ema keys: the average starts here
     for a, b in zip(averaged.generator_ema.parameters(), plain.generator.parameters(), strict=True):

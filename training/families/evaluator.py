@@ -7,7 +7,8 @@
   conditional: the generator gets a label embedding, the autoencoder's decoder gets the label,
   so an image of the wrong class reconstructs badly; an auxiliary classifier on the
   autoencoder's code (trained on real images) also pushes the generator towards its label,
-  since energy alone let it ignore the label in short runs here.
+  since energy alone let it ignore the label in short runs here. `ema`, `augment`,
+  `truncation` and `d_warmup` work as in the gan (training/families/adversarial.py).
 - seed (`--guidance reference`): the seed's scheme. The autoencoder only learns to
   reconstruct real images; the generator is trained so that the autoencoder sees its output
   like a reference real image of the same class (its code matches the reference's code).
@@ -22,18 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.families.adversarial import GeneratorCritic
+from training.families.adversarial import GeneratorCritic, GeneratorOptions
 from training.families.base import BaseConfig, upsample_plan
 from training.families.layers import down_stack
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
-SAMPLING_FIELDS: tuple[str, ...] = ()
+SAMPLING_FIELDS: tuple[str, ...] = ("truncation",)
 
 GUIDANCES = ("energy", "reference")
 
 
 @dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(BaseConfig, GeneratorOptions):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
         "seed": {"guidance": "reference", "class_weight": 0.0, "g_cond": "concat", "mode_seeking": 0.0},
@@ -152,6 +153,6 @@ class Model(GeneratorCritic):
             with torch.no_grad():
                 ref = self.evaluator.encode(real)
             return F.mse_loss(self.evaluator.encode(fake), ref)
-        e_fake, code = self.evaluator(fake, y_fake)
+        e_fake, code = self.evaluator(self.seen(fake), y_fake)
         energy: torch.Tensor = e_fake.mean()
         return energy + self.config.pt_weight * pulling_away(code) + self._class_loss(code, y_fake)

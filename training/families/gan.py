@@ -11,37 +11,30 @@
   no spectral norm, no auxiliary classifier, the label given to the discriminator as one-hot
   planes.
 
-Options for small image folders (off by default): `ema` samples a moving average of the
-generator; `augment` (DiffAugment, training/families/augment.py) shows the discriminator
-randomly shifted / cut-out real and fake images alike, so it cannot memorise a few hundred
-images per class; `truncation` scales the sampler's z (BigGAN's truncation trick), a sampling
-setting that `imagegen export --set truncation=0.7` can change without retraining.
+Options for small image folders (`ema`, `augment`, `truncation`, `d_warmup`) are the ones both
+generator-and-critic families share (training/families/adversarial.py).
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.module import _IncompatibleKeys
 from torch.nn.utils import spectral_norm
 
-from training.families.adversarial import GeneratorCritic
-from training.families.augment import augment, parse_policy
+from training.families.adversarial import GeneratorCritic, GeneratorOptions
 from training.families.base import BaseConfig, init_weights
-from training.families.layers import ConvGenerator, as_is, down_stack, one_hot_maps
+from training.families.layers import as_is, down_stack, one_hot_maps
 
 # Config fields that only change how the sampler draws, which `imagegen export --set` may change.
 SAMPLING_FIELDS: tuple[str, ...] = ("truncation",)
 
 
 @dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(BaseConfig, GeneratorOptions):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
         "seed": {
@@ -68,28 +61,9 @@ class Config(BaseConfig):
     aux_weight: float = 1.0  # auxiliary classifier in D (AC-GAN); 0 = off
     minibatch_std: bool = True  # D sees the batch's feature spread (ProGAN), against mode collapse
     mode_seeking: float = 0.2  # weight of the mode-seeking term (keeps z in use); 0 = off
-    # Decay of an exponential moving average of the generator's weights, which is what gets
-    # sampled and exported (as in ProGAN/StyleGAN/BigGAN: the average of the last few thousand
-    # steps draws cleaner images than the latest step); 0 = off.
-    ema: float = 0.0
-    augment: str = ""  # DiffAugment policy for every discriminator input, e.g. "translation,cutout"
-    # The exported sampler draws z * truncation: below 1, images nearer the generator's typical
-    # ones (more recognisable, less varied; BigGAN's truncation trick); a little above 1, more
-    # varied ones (an EMA generator that drew too few styles regained recall at 1.1). Past 2, z
-    # lies where the generator never trained. Sampling only.
-    truncation: float = 1.0
-    # Steps in which only the discriminator learns when a run continues an exported model
-    # (--resume-from), e.g. on new images: the critic must learn them before it teaches the
-    # generator (the gan-emoji v4 run used it with a fresh critic).
-    d_warmup: int = 0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-
-    def __post_init__(self) -> None:
-        parse_policy(self.augment)
-        if not 0.0 < self.truncation <= 2.0:
-            raise ValueError(f"truncation must be in (0, 2], got {self.truncation}")
 
     @property
     def conditional(self) -> bool:
@@ -138,54 +112,6 @@ class Model(GeneratorCritic):
         super().__init__(config, Discriminator)
         if not config.spectral_norm:
             self.discriminator.apply(init_weights)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if config.ema else None
-        self.augment_policy = parse_policy(config.augment)
-        self.d_only_steps = 0  # set by after_resume_from_weights; not saved, it begins a run
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> _IncompatibleKeys:
-        if self.generator_ema is not None and not any(k.startswith("generator_ema.") for k in state_dict):
-            # a checkpoint from before the average was switched on: start it at the current weights
-            ema = {
-                "generator_ema." + k.removeprefix("generator."): v
-                for k, v in state_dict.items()
-                if k.startswith("generator.")
-            }
-            state_dict = {**state_dict, **ema}
-        loaded: _IncompatibleKeys = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        return loaded
-
-    def after_resume_from_weights(self) -> None:
-        # on new images (fine-tuning) the critic must catch up before it teaches the generator
-        self.d_only_steps = self.config.d_warmup
-
-    def critic_only(self) -> bool:
-        if self.d_only_steps <= 0:
-            return False
-        self.d_only_steps -= 1
-        return True
-
-    def after_step(self) -> None:
-        if self.generator_ema is not None:
-            self._update_ema(self.generator_ema)
-
-    @torch.no_grad()
-    def _update_ema(self, average: ConvGenerator) -> None:
-        for avg, new in zip(average.parameters(), self.generator.parameters(), strict=True):
-            avg.lerp_(new, 1.0 - self.config.ema)
-        for avg_buffer, new_buffer in zip(average.buffers(), self.generator.buffers(), strict=True):
-            avg_buffer.copy_(new_buffer)
-
-    @property
-    def sampled_generator(self) -> ConvGenerator:
-        return self.generator_ema if self.generator_ema is not None else self.generator
-
-    def truncation(self) -> float:
-        return self.config.truncation
-
-    def seen(self, images: torch.Tensor) -> torch.Tensor:
-        return augment(images, self.augment_policy) if self.augment_policy else images
 
     def _aux(self, logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         if logits is None:
