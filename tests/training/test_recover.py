@@ -1,0 +1,70 @@
+"""`python -m training.recover`: training weights for a gan or evaluator exported before export
+kept them, from its ONNX file (the generator) and a fresh critic, continued with d_warmup."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tests.training.conftest import tiny_run_config
+from training.checkpoint import load_checkpoint
+from training.export import export_run
+from training.recover import main
+from training.trainer import train
+from training.weights import WEIGHTS_NAME, load_weights
+
+
+def _onnx_images(model_dir, manifest, z, label):
+    session = ort.InferenceSession(str(manifest.onnx_path(model_dir)), providers=["CPUExecutionProvider"])
+    return session.run(["image"], {"z": z, "label": label})[0]
+
+
+@pytest.mark.parametrize("family", ["gan", "evaluator"])
+def test_recovered_generator_draws_what_the_onnx_file_draws(tiny_runs, tmp_path, family, capsys):
+    manifest = export_run(tiny_runs(family), tmp_path / "models")
+    model_dir = tmp_path / "models" / manifest.id
+    (model_dir / "1" / WEIGHTS_NAME).unlink()  # as the versions exported before weights were kept
+    out = tmp_path / "recovered.safetensors"
+    assert main([str(model_dir), "--out", str(out)]) == 0
+    assert '"largest_gap_to_onnx"' in capsys.readouterr().out
+    model, meta = load_weights(out, family=family)
+    assert meta["run_config"]["recovered_from"].endswith("1/model.onnx") and meta["epoch"] == 0
+    z = np.random.default_rng(3).standard_normal((6, manifest.latent_dim)).astype(np.float32)
+    label = np.arange(6, dtype=np.int64) % manifest.num_classes
+    with torch.no_grad():
+        drawn = model.sampler()(torch.from_numpy(z), torch.from_numpy(label)).numpy()
+    np.testing.assert_allclose(drawn, _onnx_images(model_dir, manifest, z, label), atol=1e-5)
+
+
+def test_a_recovered_gan_continues_with_its_critic_learning_alone_first(tiny_runs, tmp_path):
+    manifest = export_run(tiny_runs("gan"), tmp_path / "models")
+    weights = tmp_path / "recovered.safetensors"
+    assert main([str(tmp_path / "models" / manifest.id), "--out", str(weights)]) == 0
+    steps = 1000  # more than the epoch has: only the fresh discriminator learns
+    cfg = tiny_run_config(tmp_path / "run", "gan", resume_from=str(weights), overrides={"d_warmup": steps})
+    run = train(cfg, progress=False)
+    with (run / "losses.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(np.isnan(float(r["g_loss"])) for r in rows)
+    trained, _ = load_checkpoint(run)
+    recovered, _ = load_weights(weights)
+    live = dict(trained.generator.named_parameters())  # its batch-norm statistics move; weights not
+    for name, tensor in recovered.generator.named_parameters():
+        assert torch.equal(live[name], tensor), name
+    assert any(
+        not torch.equal(tensor, recovered.discriminator.state_dict()[name])
+        for name, tensor in trained.discriminator.state_dict().items()
+    )
+
+
+def test_a_vae_or_a_missing_model_is_refused(tiny_runs, tmp_path, capsys):
+    manifest = export_run(tiny_runs("vae"), tmp_path / "models")
+    assert main([str(tmp_path / "models" / manifest.id), "--out", str(tmp_path / "w.safetensors")]) == 2
+    assert "a vae model; only a gan's or an evaluator's generator" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "w.safetensors")]) == 2
+    assert "recover: error:" in capsys.readouterr().err
+    assert not (tmp_path / "w.safetensors").exists()

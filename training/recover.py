@@ -1,0 +1,122 @@
+"""Training weights for a served gan or evaluator that was exported before export kept them.
+
+    python -m training.recover models/gan-emoji --out runs/gan-emoji-v4.safetensors
+    imagegen train --family gan ... --resume-from runs/gan-emoji-v4.safetensors --set d_warmup=300
+
+The ONNX file holds the sampled generator, weight for weight: every parameter and buffer keeps
+its torch name except a bias-free Linear, which the exporter turns into a MatMul on the
+transposed weight under a generated name (matched here by its transposed shape, only when that
+match is unique). The critic is not in the file, so it starts fresh: continue with `d_warmup`
+steps in which it learns alone before it teaches the generator. The written file says so
+(`recovered_from`), and the recovered sampler must draw what the ONNX file draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+
+from imagegen.contract.manifest import Manifest
+from training.checkpoint import build_model
+from training.families.adversarial import GeneratorCritic
+from training.weights import WeightsError, save_weights
+
+
+def onnx_weights(path: Path) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
+
+
+def load_generator(model: GeneratorCritic, path: Path) -> None:
+    """Copy the generator's weights from the ONNX file at `path` into the trained generator and
+    its average; raises WeightsError naming what is missing or mis-shaped."""
+    weights = onnx_weights(path)
+    state = {k: v for k, v in model.generator.state_dict().items() if not k.endswith("num_batches_tracked")}
+    found = {k: weights[f"generator.{k}"] for k in state if f"generator.{k}" in weights}
+    unnamed = {k: v for k, v in weights.items() if not k.startswith("generator.")}
+    for name, tensor in state.items():
+        if name not in found and tensor.dim() == 2:
+            matches = [k for k, v in unnamed.items() if v.shape == tuple(reversed(tensor.shape))]
+            if len(matches) == 1:
+                found[name] = unnamed.pop(matches[0]).T
+    wrong = [k for k in state if k not in found or tuple(found[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        raise WeightsError(f"{path} lacks or mis-shapes {len(wrong)} generator weights (first: {wrong[:3]})")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            tensor.copy_(torch.tensor(found[name]))
+        if model.generator_ema is not None:
+            model.generator_ema.load_state_dict(model.generator.state_dict())
+
+
+def largest_gap(model: GeneratorCritic, onnx_path: Path) -> float:
+    """Largest pixel difference between the recovered sampler's images and the ONNX file's."""
+    c = model.config
+    z = np.random.default_rng(0).standard_normal((16, c.latent_dim)).astype(np.float32)
+    feeds: dict[str, Any] = {"z": z}
+    if c.conditional:
+        feeds["label"] = np.arange(16, dtype=np.int64) % c.num_classes
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    drawn = session.run(["image"], feeds)[0]
+    with torch.no_grad():
+        mine = model.sampler()(*(torch.from_numpy(feeds[name]) for name in model.inputs)).numpy()
+    return float(np.abs(mine - drawn).max())
+
+
+def recover(model_dir: Path, out: Path) -> float:
+    manifest = Manifest.read(model_dir)
+    training = manifest.training
+    if training is None or manifest.family not in ("gan", "evaluator"):
+        raise WeightsError(
+            f"{model_dir}: a {manifest.family} model; only a gan's or an evaluator's generator, "
+            "with its training record in the manifest, can be recovered"
+        )
+    model = build_model(manifest.family, training.config)
+    if not isinstance(model, GeneratorCritic):
+        raise WeightsError(f"{model_dir}: a {manifest.family} model has no generator to recover")
+    onnx_path = manifest.onnx_path(model_dir)
+    load_generator(model, onnx_path)
+    model.eval()
+    gap = largest_gap(model, onnx_path)
+    if gap > 1e-4:
+        raise WeightsError(f"{model_dir}: the recovered generator draws {gap:.2e} away from {onnx_path}")
+    record = {"family": manifest.family, "dataset": manifest.dataset, "recovered_from": str(onnx_path)}
+    checkpoint = {
+        "family": manifest.family,
+        "model_config": training.config,
+        "run_config": record,
+        "dataset": {"name": manifest.dataset, "class_names": list(manifest.class_names)},
+        "epoch": 0,
+        "step": 0,
+        "duration_s": 0.0,
+        "torch": torch.__version__,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(out, model, checkpoint)
+    return gap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.recover", description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path, help="models/<id> (its current version)")
+    parser.add_argument("--out", type=Path, required=True, help="the training.safetensors file to write")
+    args = parser.parse_args(argv)
+    try:
+        gap = recover(args.model_dir, args.out)
+    except (WeightsError, OSError) as exc:
+        print(f"recover: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"wrote": str(args.out), "largest_gap_to_onnx": gap}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
