@@ -93,6 +93,7 @@ class TrainingLoop:
         """Continue from the run's checkpoint: weights, optimisers, RNG states and progress."""
         saved_model, ckpt = load_checkpoint(self.ckpt_path)
         self.model.load_state_dict(saved_model.state_dict())
+        self.model.warmup_left = ckpt.get("warmup_left", 0)  # a warm-up cut short goes on
         for name, opt in self.opts.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         torch.set_rng_state(distributed.own_rng_state(ckpt["rng"], self.run.seed, self.replicas))
@@ -146,6 +147,7 @@ class TrainingLoop:
             duration_s=seconds,
             rng=rng,
         )
+        state["warmup_left"] = model.warmup_left
         device = self.device
         state["device"] = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
         state["threads"] = torch.get_num_threads()

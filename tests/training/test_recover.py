@@ -68,3 +68,26 @@ def test_a_vae_or_a_missing_model_is_refused(tiny_runs, tmp_path, capsys):
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "recover: error:" in capsys.readouterr().err
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_warm_up_cut_short_by_an_interruption_goes_on_when_resumed(tiny_runs, tmp_path):
+    manifest = export_run(tiny_runs("gan"), tmp_path / "models")
+    source = str(tmp_path / "models" / manifest.id)
+    steps_per_epoch = 3  # 96 images in batches of 32: the warm-up ends inside the second epoch
+
+    def config(out, epochs):
+        fields = {"resume_from": source, "max_samples": 96, "overrides": {"d_warmup": 4}}
+        return tiny_run_config(tmp_path / out, "gan", epochs=epochs, **fields)
+
+    done = manifest.training.epochs  # --epochs counts from the exported model's epoch
+    straight = train(config("straight", done + 2), progress=False)
+    train(config("split", done + 1), progress=False)
+    split = train(config("split", done + 2), resume=True, progress=False)
+    for run in (straight, split):
+        with (run / "losses.csv").open() as f:
+            g_loss = [float(r["g_loss"]) for r in csv.DictReader(f)]
+        assert len(g_loss) == 2 * steps_per_epoch
+        assert np.isnan(g_loss[:4]).all() and np.isfinite(g_loss[4:]).all(), g_loss
+    trained = {name: load_checkpoint(run)[0].state_dict() for name, run in [("a", straight), ("b", split)]}
+    for name, tensor in trained["a"].items():
+        assert torch.equal(tensor, trained["b"][name]), name

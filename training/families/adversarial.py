@@ -112,7 +112,6 @@ class GeneratorCritic(FamilyModel):
         self.generator.apply(init_weights)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if c.ema else None
         self.augment_policy = parse_policy(c.augment)
-        self.d_only_steps = 0  # set by after_resume_from_weights; not saved, it begins a run
 
     @property
     def critic(self) -> nn.Module:
@@ -139,7 +138,7 @@ class GeneratorCritic(FamilyModel):
 
     def after_resume_from_weights(self) -> None:
         # on new images (fine-tuning) the critic must catch up before it teaches the generator
-        self.d_only_steps = self.config.d_warmup
+        self.warmup_left = self.config.d_warmup
 
     def configure_optimizers(self) -> Optimizers:
         c = self.config
@@ -165,9 +164,9 @@ class GeneratorCritic(FamilyModel):
 
     def critic_only(self) -> bool:
         """Whether this step trains the critic alone (the warm-up on new images)."""
-        if self.d_only_steps <= 0:
+        if self.warmup_left <= 0:
             return False
-        self.d_only_steps -= 1
+        self.warmup_left -= 1
         return True
 
     def after_step(self) -> None:

@@ -104,6 +104,10 @@ class FamilyModel(nn.Module):
         """The exported generator: (z[, label]) -> image in [0, 1], NCHW; call in eval mode."""
         raise NotImplementedError
 
+    # Steps left in which only a fresh critic learns (the gan's and evaluator's d_warmup, the
+    # vae's critic_warmup); the checkpoint keeps it, so a resumed run finishes the warm-up.
+    warmup_left: int = 0
+
     def after_resume_from_weights(self) -> None:
         """Called when a run starts from an exported model's weights (`--resume-from`)."""
 

@@ -197,7 +197,6 @@ class Model(FamilyModel):
         judged = c.adv_weight or c.feature_weight or c.class_weight
         classify = c.class_weight > 0
         self.critic = Critic(c.channels, c.num_classes, c.image_size, c.d_width, classify) if judged else None
-        self.critic_only_steps = 0  # set by load_state_dict when the weights have no critic yet
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -207,9 +206,9 @@ class Model(FamilyModel):
             # a plain VAE's weights continued as a VAE-GAN, or a VAE-GAN's with a classifier: what
             # is new starts fresh and trains alone for the warm-up steps
             state_dict = {**fresh, **state_dict}
-            self.critic_only_steps = self.config.critic_warmup
+            self.warmup_left = self.config.critic_warmup
         elif self.critic is not None:  # a checkpoint of this run, critic included: it has judged
-            self.critic_only_steps = 0
+            self.warmup_left = 0
         loaded: _IncompatibleKeys = super().load_state_dict(state_dict, strict=strict, assign=assign)
         return loaded
 
@@ -258,8 +257,8 @@ class Model(FamilyModel):
         z = randn(x.shape[0], c.latent_dim, device=x.device)
         drawn = torch.sigmoid(self.decoder(LatentMap(self.prior, 1.0).to_code(z, y), y))
         logs["critic"] = critic_step(self.critic, critic_opt, x, torch.cat([rebuilt, drawn]).detach(), y)
-        if self.critic_only_steps > 0:  # a new critic learns to judge before it teaches
-            self.critic_only_steps -= 1
+        if self.warmup_left > 0:  # a new critic learns to judge before it teaches
+            self.warmup_left -= 1
             logs.update(dict.fromkeys(term_names(self.critic), 0.0))
             return torch.zeros((), device=x.device)
         weights = (c.adv_weight, c.feature_weight, c.class_weight)
