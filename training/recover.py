@@ -1,7 +1,8 @@
 """Training weights for a served gan or evaluator that was exported before export kept them.
 
     python -m training.recover models/gan-emoji --out runs/gan-emoji-v4.safetensors
-    imagegen train --family gan ... --resume-from runs/gan-emoji-v4.safetensors --set d_warmup=300
+    imagegen train --family gan ... --resume-from runs/gan-emoji-v4.safetensors --set d_warmup=1200
+    python -m training.recover models/gan-emoji --attach runs/gan-emoji-more/epoch_010.pt
 
 The ONNX file holds the sampled generator, weight for weight: every parameter and buffer keeps
 its torch name except a bias-free Linear, which the exporter turns into a MatMul on the
@@ -9,6 +10,11 @@ transposed weight under a generated name (matched here by its transposed shape, 
 match is unique). The critic is not in the file, so it starts fresh: continue with `d_warmup`
 steps in which it learns alone before it teaches the generator. The written file says so
 (`recovered_from`), and the recovered sampler must draw what the ONNX file draws.
+
+`--attach CHECKPOINT` keeps such a run's weights beside the served version itself, once its
+critic has learnt and while its generator has not moved (the checkpoint's sampler must still
+draw what the served ONNX file draws): the version then ships with training weights and the
+same images, and `--resume-from models/<id>` continues it with a critic that has judged.
 """
 
 from __future__ import annotations
@@ -25,19 +31,19 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-from imagegen.contract.manifest import Manifest
-from training.checkpoint import build_model
+from imagegen.contract.manifest import Manifest, sha256_file
+from training.checkpoint import build_model, load_checkpoint
 from training.families.adversarial import GeneratorCritic
-from training.weights import WeightsError, save_weights
+from training.weights import WEIGHTS_NAME, WeightsError, save_weights
 
 
 def onnx_weights(path: Path) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
 
 
-def load_generator(model: GeneratorCritic, path: Path) -> None:
-    """Copy the generator's weights from the ONNX file at `path` into the trained generator and
-    its average; raises WeightsError naming what is missing or mis-shaped."""
+def generator_weights(model: GeneratorCritic, path: Path) -> dict[str, np.ndarray]:
+    """The ONNX file's value of each generator weight and batch-norm statistic, by torch name;
+    raises WeightsError naming what is missing or mis-shaped."""
     weights = onnx_weights(path)
     state = {k: v for k, v in model.generator.state_dict().items() if not k.endswith("num_batches_tracked")}
     found = {k: weights[f"generator.{k}"] for k in state if f"generator.{k}" in weights}
@@ -50,11 +56,27 @@ def load_generator(model: GeneratorCritic, path: Path) -> None:
     wrong = [k for k in state if k not in found or tuple(found[k].shape) != tuple(state[k].shape)]
     if wrong:
         raise WeightsError(f"{path} lacks or mis-shapes {len(wrong)} generator weights (first: {wrong[:3]})")
+    return found
+
+
+def load_generator(model: GeneratorCritic, path: Path) -> None:
+    """Copy the generator's weights from the ONNX file at `path` into the trained generator and
+    its average."""
+    found = generator_weights(model, path)
     with torch.no_grad():
-        for name, tensor in state.items():
-            tensor.copy_(torch.tensor(found[name]))
+        for name, tensor in model.generator.state_dict().items():
+            if name in found:
+                tensor.copy_(torch.tensor(found[name]))
         if model.generator_ema is not None:
             model.generator_ema.load_state_dict(model.generator.state_dict())
+
+
+def parameter_drift(model: GeneratorCritic, path: Path) -> float:
+    """How far the sampled generator's parameters lie from the ONNX file's (its batch-norm
+    statistics aside: every epoch's sample grid recomputes them)."""
+    found = generator_weights(model, path)
+    params = model.sampled_generator.named_parameters()
+    return max(float(np.abs(p.detach().numpy() - found[name]).max()) for name, p in params)
 
 
 def largest_gap(model: GeneratorCritic, onnx_path: Path) -> float:
@@ -104,17 +126,51 @@ def recover(model_dir: Path, out: Path) -> float:
     return gap
 
 
+def attach(model_dir: Path, checkpoint_path: Path) -> float:
+    """Write the checkpoint's weights beside the served version, whose images its sampler must
+    still draw, and name them in the manifest; return the largest pixel gap."""
+    manifest = Manifest.read(model_dir)
+    if manifest.training is None:
+        raise WeightsError(f"{model_dir}: the manifest has no training record to name the weights in")
+    model, ckpt = load_checkpoint(checkpoint_path)
+    if ckpt["family"] != manifest.family or not isinstance(model, GeneratorCritic):
+        raise WeightsError(f"{checkpoint_path} is a {ckpt['family']} run, {model_dir} a {manifest.family}")
+    onnx_path = manifest.onnx_path(model_dir)
+    drift = parameter_drift(model, onnx_path)
+    if drift > 1e-6:
+        raise WeightsError(
+            f"{checkpoint_path}: its generator's weights lie {drift:.2e} from the served version's; "
+            "it has trained on, so export it as a new version (imagegen export) instead"
+        )
+    load_generator(model, onnx_path)  # the served batch-norm statistics, so it draws the same
+    model.eval()
+    gap = largest_gap(model, onnx_path)
+    relative = f"{manifest.version}/{WEIGHTS_NAME}"
+    path = save_weights(model_dir / relative, model, ckpt)
+    training = manifest.training.model_copy(
+        update={"weights_file": relative, "weights_sha256": sha256_file(path)}
+    )
+    manifest.model_copy(update={"training": training}).write(model_dir)
+    return gap
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recover", description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path, help="models/<id> (its current version)")
-    parser.add_argument("--out", type=Path, required=True, help="the training.safetensors file to write")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--out", type=Path, help="write the recovered weights to this file")
+    action.add_argument("--attach", type=Path, help="keep its weights beside the served version")
     args = parser.parse_args(argv)
     try:
-        gap = recover(args.model_dir, args.out)
+        if args.out:
+            gap, wrote = recover(args.model_dir, args.out), args.out
+        else:
+            gap = attach(args.model_dir, args.attach)
+            wrote = args.model_dir / str(Manifest.read(args.model_dir).version) / WEIGHTS_NAME
     except (WeightsError, OSError) as exc:
         print(f"recover: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"wrote": str(args.out), "largest_gap_to_onnx": gap}))
+    print(json.dumps({"wrote": str(wrote), "largest_gap_to_onnx": gap}))
     return 0
 
 

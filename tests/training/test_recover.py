@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from imagegen.contract.manifest import Manifest, sha256_file
 from tests.training.conftest import tiny_run_config
 from training.checkpoint import load_checkpoint
 from training.export import export_run
@@ -59,6 +60,33 @@ def test_a_recovered_gan_continues_with_its_critic_learning_alone_first(tiny_run
         not torch.equal(tensor, recovered.discriminator.state_dict()[name])
         for name, tensor in trained.discriminator.state_dict().items()
     )
+    # its critic has judged, its generator has not moved: kept beside the served version
+    model_dir = tmp_path / "models" / manifest.id
+    assert main([str(model_dir), "--attach", str(run / "checkpoint.pt")]) == 0
+    attached = Manifest.read(model_dir)
+    assert attached.version == manifest.version and attached.onnx == manifest.onnx
+    assert attached.training.weights_sha256 == sha256_file(model_dir / attached.training.weights_file)
+    served, _ = load_weights(model_dir)
+    for name, tensor in served.discriminator.state_dict().items():
+        assert torch.equal(tensor, trained.discriminator.state_dict()[name]), name
+    z = np.random.default_rng(4).standard_normal((6, manifest.latent_dim)).astype(np.float32)
+    label = np.arange(6, dtype=np.int64)
+    with torch.no_grad():
+        drawn = served.sampler()(torch.from_numpy(z), torch.from_numpy(label)).numpy()
+    np.testing.assert_allclose(drawn, _onnx_images(model_dir, manifest, z, label), atol=1e-5)
+
+
+def test_a_run_whose_generator_trained_on_is_not_attached(tiny_runs, tmp_path, capsys):
+    manifest = export_run(tiny_runs("gan"), tmp_path / "models")
+    model_dir = tmp_path / "models" / manifest.id
+    cfg = tiny_run_config(
+        tmp_path / "run", "gan", epochs=manifest.training.epochs + 1, resume_from=str(model_dir)
+    )
+    run = train(cfg, progress=False)
+    before = (model_dir / "manifest.json").read_bytes()
+    assert main([str(model_dir), "--attach", str(run / "checkpoint.pt")]) == 2
+    assert "export it as a new version" in capsys.readouterr().err
+    assert (model_dir / "manifest.json").read_bytes() == before
 
 
 def test_a_vae_or_a_missing_model_is_refused(tiny_runs, tmp_path, capsys):
