@@ -94,6 +94,9 @@ class TrainingLoop:
         saved_model, ckpt = load_checkpoint(self.ckpt_path)
         self.model.load_state_dict(saved_model.state_dict())
         self.model.warmup_left = ckpt.get("warmup_left", 0)  # a warm-up cut short goes on
+        began_from = ckpt["run_config"].get("resume_from")
+        if began_from:  # the file its start recorded: models/<id> may have moved on since
+            self.run = dataclasses.replace(self.run, resume_from=began_from)
         for name, opt in self.opts.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         torch.set_rng_state(distributed.own_rng_state(ckpt["rng"], self.run.seed, self.replicas))

@@ -136,3 +136,19 @@ def test_a_vae_gan_continues_with_a_label_blind_classifier(tiny_runs, tmp_path):
     saved = load_file(str(tmp_path / "more" / exported.id / "1" / WEIGHTS_NAME))
     assert any(k.startswith("critic.classes.") for k in saved)  # kept for the next continuation
     assert set(exported.inputs) == {"z", "label"}  # the sampler alone is served
+
+
+def test_a_resumed_run_keeps_the_weights_it_began_from(tiny_runs, tmp_path):
+    models = tmp_path / "models"
+    manifest = export_run(tiny_runs("gan"), models)
+    source = str(models / manifest.id)  # models/<id>: moves on when a new version is exported
+
+    def config(epochs):
+        return tiny_run_config(tmp_path / "more", "gan", epochs=epochs, resume_from=source, overrides={})
+
+    train(config(manifest.training.epochs + 1), progress=False)
+    assert export_run(tmp_path / "more", models).version == 2
+    out = train(config(manifest.training.epochs + 2), resume=True, progress=False)
+    _, ckpt = load_checkpoint(out)
+    assert ckpt["run_config"]["resume_from"].endswith(f"{manifest.id}/1/{WEIGHTS_NAME}")
+    assert export_run(out, models).training.init_from.endswith(f"{manifest.id}/1/{WEIGHTS_NAME}")
