@@ -142,8 +142,15 @@ def with_sampling_settings(
             f"--set {refused}: only sampling settings change at export; the {family} family has "
             f"{list(allowed) or 'none'} (other fields need training: imagegen train --set)"
         )
+    return resampled(model, ckpt, values)
+
+
+def resampled(
+    model: FamilyModel, ckpt: dict[str, Any], values: dict[str, Any]
+) -> tuple[FamilyModel, dict[str, Any]]:
+    """The same weights under sampling settings `values` (already checked to be such)."""
     ckpt = {**ckpt, "model_config": {**ckpt["model_config"], **values}}
-    rebuilt = build_model(family, ckpt["model_config"])
+    rebuilt = build_model(ckpt["family"], ckpt["model_config"])
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt, ckpt
 
@@ -191,7 +198,9 @@ def export_run(
             files[role] = (f"{version}/{name}", sha256_file(path))
         manifest = build_manifest(model, ckpt, model_id, version, files, specs)
         manifest.card = model_card
-        weights = save_weights(staged / str(version) / WEIGHTS_NAME, model, ckpt)
+        weights = save_weights(
+            staged / str(version) / WEIGHTS_NAME, model, ckpt, beside=manifest.onnx_path(staged)
+        )
         manifest.training = manifest.training.model_copy(
             update={"weights_file": f"{version}/{WEIGHTS_NAME}", "weights_sha256": sha256_file(weights)}
         )

@@ -4,10 +4,8 @@
     imagegen train --family gan ... --resume-from runs/gan-emoji-v4.safetensors --set d_warmup=1200
     python -m training.recover models/gan-emoji --attach runs/gan-emoji-more/epoch_010.pt
 
-The ONNX file holds the sampled generator, weight for weight: every parameter and buffer keeps
-its torch name except a bias-free Linear, which the exporter turns into a MatMul on the
-transposed weight under a generated name (matched here by its transposed shape, only when that
-match is unique). The critic is not in the file, so it starts fresh: continue with `d_warmup`
+The ONNX file holds the sampled generator, weight for weight (`training.weights.generator_weights`
+reads it back). The critic is not in the file, so it starts fresh: continue with `d_warmup`
 steps in which it learns alone before it teaches the generator. The written file says so
 (`recovered_from`), and the recovered sampler must draw what the ONNX file draws.
 
@@ -26,49 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnx import numpy_helper
 
 from imagegen.contract.manifest import Manifest, sha256_file
 from training.checkpoint import build_model, load_checkpoint
+from training.export import resampled
+from training.families import get_family
 from training.families.adversarial import GeneratorCritic
-from training.weights import WEIGHTS_NAME, WeightsError, save_weights
-
-
-def onnx_weights(path: Path) -> dict[str, np.ndarray]:
-    return {init.name: numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
-
-
-def generator_weights(model: GeneratorCritic, path: Path) -> dict[str, np.ndarray]:
-    """The ONNX file's value of each generator weight and batch-norm statistic, by torch name;
-    raises WeightsError naming what is missing or mis-shaped."""
-    weights = onnx_weights(path)
-    state = {k: v for k, v in model.generator.state_dict().items() if not k.endswith("num_batches_tracked")}
-    found = {k: weights[f"generator.{k}"] for k in state if f"generator.{k}" in weights}
-    unnamed = {k: v for k, v in weights.items() if not k.startswith("generator.")}
-    for name, tensor in state.items():
-        if name not in found and tensor.dim() == 2:
-            matches = [k for k, v in unnamed.items() if v.shape == tuple(reversed(tensor.shape))]
-            if len(matches) == 1:
-                found[name] = unnamed.pop(matches[0]).T
-    wrong = [k for k in state if k not in found or tuple(found[k].shape) != tuple(state[k].shape)]
-    if wrong:
-        raise WeightsError(f"{path} lacks or mis-shapes {len(wrong)} generator weights (first: {wrong[:3]})")
-    return found
+from training.weights import WEIGHTS_NAME, WeightsError, copy_weights, generator_weights, save_weights
 
 
 def load_generator(model: GeneratorCritic, path: Path) -> None:
     """Copy the generator's weights from the ONNX file at `path` into the trained generator and
     its average."""
-    found = generator_weights(model, path)
-    with torch.no_grad():
-        for name, tensor in model.generator.state_dict().items():
-            if name in found:
-                tensor.copy_(torch.tensor(found[name]))
-        if model.generator_ema is not None:
-            model.generator_ema.load_state_dict(model.generator.state_dict())
+    copy_weights(model.generator, generator_weights(model, path))
+    if model.generator_ema is not None:
+        model.generator_ema.load_state_dict(model.generator.state_dict())
 
 
 def parameter_drift(model: GeneratorCritic, path: Path) -> float:
@@ -135,6 +107,11 @@ def attach(model_dir: Path, checkpoint_path: Path) -> float:
     model, ckpt = load_checkpoint(checkpoint_path)
     if ckpt["family"] != manifest.family or not isinstance(model, GeneratorCritic):
         raise WeightsError(f"{checkpoint_path} is a {ckpt['family']} run, {model_dir} a {manifest.family}")
+    # the served version's sampling settings (export --set truncation=1.2), not the run's
+    served = {k: manifest.training.config[k] for k in get_family(manifest.family).SAMPLING_FIELDS
+              if k in manifest.training.config}
+    model, ckpt = resampled(model, ckpt, served)
+    assert isinstance(model, GeneratorCritic)
     onnx_path = manifest.onnx_path(model_dir)
     drift = parameter_drift(model, onnx_path)
     if drift > 1e-6:
@@ -142,11 +119,15 @@ def attach(model_dir: Path, checkpoint_path: Path) -> float:
             f"{checkpoint_path}: its generator's weights lie {drift:.2e} from the served version's; "
             "it has trained on, so export it as a new version (imagegen export) instead"
         )
-    load_generator(model, onnx_path)  # the served batch-norm statistics, so it draws the same
+    # the served batch-norm statistics, so it draws the same (the trained generator, when an
+    # average is kept, stays as the run left it)
+    copy_weights(model.sampled_generator, generator_weights(model, onnx_path))
     model.eval()
     gap = largest_gap(model, onnx_path)
+    if gap > 1e-4:
+        raise WeightsError(f"{checkpoint_path}: its sampler draws {gap:.2e} away from {onnx_path}")
     relative = f"{manifest.version}/{WEIGHTS_NAME}"
-    path = save_weights(model_dir / relative, model, ckpt)
+    path = save_weights(model_dir / relative, model, ckpt, beside=onnx_path)
     training = manifest.training.model_copy(
         update={"weights_file": relative, "weights_sha256": sha256_file(path)}
     )

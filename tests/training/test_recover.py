@@ -119,3 +119,24 @@ def test_a_warm_up_cut_short_by_an_interruption_goes_on_when_resumed(tiny_runs, 
     trained = {name: load_checkpoint(run)[0].state_dict() for name, run in [("a", straight), ("b", split)]}
     for name, tensor in trained["a"].items():
         assert torch.equal(tensor, trained["b"][name]), name
+
+
+def test_an_exported_run_with_an_average_attaches_both_of_its_generators(tmp_path):
+    """A version whose weights were not kept (too big once) gets its own run's checkpoint back:
+    the trained generator as the run left it, the average read from the served file."""
+    run = train(tiny_run_config(tmp_path / "run", "evaluator", overrides={"ema": 0.9}), progress=False)
+    manifest = export_run(run, tmp_path / "models", settings=["truncation=1.5"])
+    model_dir = tmp_path / "models" / manifest.id
+    (model_dir / "1" / WEIGHTS_NAME).unlink()
+    assert main([str(model_dir), "--attach", str(run / "checkpoint.pt")]) == 0
+    served, meta = load_weights(model_dir)
+    trained, _ = load_checkpoint(run)
+    assert meta["average_in"]["file"] == "model.onnx" and meta["model_config"]["truncation"] == 1.5
+    for name, tensor in trained.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(served.state_dict()[name], tensor), name
+    z = np.random.default_rng(5).standard_normal((6, manifest.latent_dim)).astype(np.float32)
+    label = np.arange(6, dtype=np.int64)
+    with torch.no_grad():
+        drawn = served.sampler()(torch.from_numpy(z), torch.from_numpy(label)).numpy()
+    np.testing.assert_allclose(drawn, _onnx_images(model_dir, manifest, z, label), atol=1e-5)

@@ -152,3 +152,38 @@ def test_a_resumed_run_keeps_the_weights_it_began_from(tiny_runs, tmp_path):
     _, ckpt = load_checkpoint(out)
     assert ckpt["run_config"]["resume_from"].endswith(f"{manifest.id}/1/{WEIGHTS_NAME}")
     assert export_run(out, models).training.init_from.endswith(f"{manifest.id}/1/{WEIGHTS_NAME}")
+
+
+@pytest.mark.parametrize("family", ["gan", "evaluator"])
+def test_a_moving_average_is_kept_once_in_the_onnx_file_beside(tmp_path, family):
+    """The served generator is the average, weight for weight, so the weights file leaves it to
+    the ONNX file (an evaluator-emoji version's weights were over the 10 MB file limit with it)."""
+    run = train(tiny_run_config(tmp_path / "run", family, overrides={"ema": 0.9}), progress=False)
+    manifest = export_run(run, tmp_path / "models")
+    version = tmp_path / "models" / manifest.id / "1"
+    saved = load_file(str(version / WEIGHTS_NAME))
+    assert saved and not any(k.startswith("generator_ema.") for k in saved)
+    trained, _ = load_checkpoint(run)
+    assert not torch.equal(trained.generator.fc.weight, trained.generator_ema.fc.weight)
+    model, meta = load_weights(tmp_path / "models" / manifest.id)
+    assert meta["average_in"]["file"] == "model.onnx"
+    for name, tensor in trained.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(model.state_dict()[name], tensor), name
+    # continuing it starts from the same average, not from the trained generator
+    more = tiny_run_config(tmp_path / "more", family, epochs=2, resume_from=str(version.parent))
+    assert load_checkpoint(train(more, progress=False))[1]["epoch"] == 2
+
+
+def test_weights_whose_onnx_file_changed_or_went_missing_say_so(tmp_path):
+    run = train(tiny_run_config(tmp_path / "run", "gan", overrides={"ema": 0.9}), progress=False)
+    manifest = export_run(run, tmp_path / "models")
+    weights = tmp_path / "models" / manifest.id / "1" / WEIGHTS_NAME
+    alone = tmp_path / "alone" / WEIGHTS_NAME
+    alone.parent.mkdir()
+    alone.write_bytes(weights.read_bytes())
+    with pytest.raises(WeightsError, match="model.onnx, which is missing; keep the version's files together"):
+        load_weights(alone)
+    (weights.parent / "model.onnx").write_bytes(b"not the exported graph")
+    with pytest.raises(WeightsError, match="which is changed"):
+        load_weights(weights)
