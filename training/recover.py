@@ -127,7 +127,9 @@ def attach(model_dir: Path, checkpoint_path: Path) -> float:
     if gap > 1e-4:
         raise WeightsError(f"{checkpoint_path}: its sampler draws {gap:.2e} away from {onnx_path}")
     relative = f"{manifest.version}/{WEIGHTS_NAME}"
-    path = save_weights(model_dir / relative, model, ckpt, beside=onnx_path)
+    # the version's progress: a warm-up run counted its epochs from the recovered file's zero
+    progress = {"epoch": manifest.training.epochs, "step": manifest.training.steps}
+    path = save_weights(model_dir / relative, model, {**ckpt, **progress}, beside=onnx_path)
     training = manifest.training.model_copy(
         update={"weights_file": relative, "weights_sha256": sha256_file(path)}
     )

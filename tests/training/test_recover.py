@@ -66,7 +66,8 @@ def test_a_recovered_gan_continues_with_its_critic_learning_alone_first(tiny_run
     attached = Manifest.read(model_dir)
     assert attached.version == manifest.version and attached.onnx == manifest.onnx
     assert attached.training.weights_sha256 == sha256_file(model_dir / attached.training.weights_file)
-    served, _ = load_weights(model_dir)
+    served, meta = load_weights(model_dir)
+    assert (meta["epoch"], meta["step"]) == (manifest.training.epochs, manifest.training.steps)
     for name, tensor in served.discriminator.state_dict().items():
         assert torch.equal(tensor, trained.discriminator.state_dict()[name]), name
     z = np.random.default_rng(4).standard_normal((6, manifest.latent_dim)).astype(np.float32)
