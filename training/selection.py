@@ -99,7 +99,7 @@ def ranked(measured: list[tuple[str, Figures]], by: str) -> list[tuple[str, Figu
 def table(rows: list[tuple[str, Figures]]) -> str:
     def cell(f: Figures, key: str) -> str:
         value = getattr(f, key)
-        return "-" if value is None else (f"{100 * value:.1f}%" if "accuracy" in key else f"{value:.3f}")
+        return "-" if value is None else (f"{100 * value:.2f}%" if "accuracy" in key else f"{value:.3f}")
 
     width = max(len(name) for name, _ in rows)
     lines = [f"{'candidate':<{width}}  " + "  ".join(f"{k:>20}" for k in RANK_KEYS) + "  worst class"]
