@@ -36,6 +36,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def figure_text(f: Figures | None, key: str) -> str:
+    """One figure as the gate's and the selection's comparison tables print it ("-" when absent)."""
+    value = None if f is None else getattr(f, key)
+    if value is None:
+        return "-"
+    return _pct(value) if "accuracy" in key else f"{value:.3f}"
+
+
 def _misread(new: float, old: float, samples: int | None) -> str:
     """How many more of the measured images the classifier misread, when their number is known."""
     return f", {round((old - new) * samples)} more of {samples:,} images misread" if samples else ""
@@ -113,21 +121,16 @@ def quality_gate(
 
 def comparison_table(rows: list[tuple[str, QualityMetrics | None]]) -> str:
     """Versions side by side, one column per (name, metrics), one line per figure and classifier."""
-    def fmt(f: Figures | None, key: str) -> str:
-        value = None if f is None else getattr(f, key)
-        if value is None:
-            return "-"
-        return _pct(value) if "accuracy" in key else f"{value:.3f}"
-
     names = list(dict.fromkeys(n for _, m in rows if m is not None for n in m.classifier_figures()))
     width = max(12, *(len(label) for label, _ in rows))
     lines = [f"{'':<30}" + "".join(f"{label:>{width + 2}}" for label, _ in rows)]
     for name in names:
         figs = [None if m is None else m.classifier_figures().get(name) for _, m in rows]
         for key in TABLE_KEYS:
-            if all(fmt(f, key) == "-" for f in figs):
+            if all(figure_text(f, key) == "-" for f in figs):
                 continue
-            lines.append(f"{f'{key} ({name})':<30}" + "".join(f"{fmt(f, key):>{width + 2}}" for f in figs))
+            cells = "".join(f"{figure_text(f, key):>{width + 2}}" for f in figs)
+            lines.append(f"{f'{key} ({name})':<30}" + cells)
     worst = [f"{label}: {m.worst_class}" for label, m in rows if m is not None and m.worst_class]
     if worst:
         lines.append("worst class (held): " + ", ".join(worst))

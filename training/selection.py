@@ -34,6 +34,7 @@ from imagegen.contract.manifest import MANIFEST_NAME, Figures, Manifest, sha256_
 from training.cli_help import DefaultsHelpFormatter
 from training.data import DatasetError
 from training.evaluate import EvalConfig, Judges, add_measure_options, generate, judge, measure_config
+from training.gate import figure_text
 from training.reference import EvaluationError, selection_extractor
 
 LOWER_IS_BETTER = {"fid_cls", "fid_cls_matched"}
@@ -97,14 +98,10 @@ def ranked(measured: list[tuple[str, Figures]], by: str) -> list[tuple[str, Figu
 
 
 def table(rows: list[tuple[str, Figures]]) -> str:
-    def cell(f: Figures, key: str) -> str:
-        value = getattr(f, key)
-        return "-" if value is None else (f"{100 * value:.2f}%" if "accuracy" in key else f"{value:.3f}")
-
     width = max(len(name) for name, _ in rows)
     lines = [f"{'candidate':<{width}}  " + "  ".join(f"{k:>20}" for k in RANK_KEYS) + "  worst class"]
     for name, f in rows:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{cell(f, k):>20}" for k in RANK_KEYS)
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{figure_text(f, k):>20}" for k in RANK_KEYS)
                      + f"  {f.worst_class or '-'}")
     return "\n".join(lines)
 
