@@ -60,22 +60,6 @@ class Server:
         return self.process.returncode
 
 
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM if pytest dies without tearing its fixtures down."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def _child_setup(nofile: int | None) -> None:
-    _die_with_parent()
-    if nofile is not None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-
 def start_server(
     models_dir: Path,
     log_dir: Path,
@@ -91,7 +75,8 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "imagegen.cli",
+        "tests.service.launch_server",  # then imagegen.cli, in the same process
+        *(["--nofile", str(nofile)] if nofile is not None else []),
         "serve",
         "--host",
         "127.0.0.1",
@@ -114,7 +99,6 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environ,
-            preexec_fn=lambda: _child_setup(nofile),
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 90

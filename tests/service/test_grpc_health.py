@@ -7,6 +7,8 @@ NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch); on shutdown a watch is sent NOT_SE
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Server, free_port, repository_of, serving
+from tests.service.conftest import REPO, Server, free_port, repository_of, serving
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_health")
@@ -124,3 +126,19 @@ def test_a_watch_gets_not_serving_when_the_server_stops(
             assert srv.stop() == 0
             reader.join(timeout=60)
             assert seen and seen[0] == NOT_SERVING, seen  # before the stream is cut
+
+
+def test_servers_start_while_this_process_holds_a_channel(channel: Any) -> None:
+    """The fixtures start servers while a gRPC test's channel is open here; a server's start must
+    not inherit grpc's threads (tests/service/launch_server.py)."""
+    assert check(channel, "") == SERVING  # grpc's poller is running in this process
+    codes = []
+    for _ in range(20):
+        launched = subprocess.run(
+            [sys.executable, "-m", "tests.service.launch_server", "--nofile", "256", "serve", "--help"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
+        codes.append((launched.returncode, launched.stderr[-200:]))
+    assert all(code == 0 for code, _ in codes), codes
