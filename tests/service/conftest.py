@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.service import launch_server
 
 REPO = Path(__file__).resolve().parents[2]
 # The real repository; IMAGEGEN_TEST_MODELS_DIR points the tests at another (e.g. while models train).
@@ -72,11 +73,7 @@ def start_server(
     `nofile`: the server's file-descriptor limit (soft and hard)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.service.launch_server",  # then imagegen.cli, in the same process
-        *(["--nofile", str(nofile)] if nofile is not None else []),
+    cmd = launch_server.command(  # imagegen.cli, through the launcher (its docstring says why)
         "serve",
         "--host",
         "127.0.0.1",
@@ -89,7 +86,8 @@ def start_server(
         "--workers",  # one process, as before --workers existed; a test's own --workers comes later
         "1",
         *extra,
-    ]
+        nofile=nofile,
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     environ |= {"PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:

@@ -17,6 +17,12 @@ import signal
 import sys
 
 
+def command(*args: str, nofile: int | None = None) -> list[str]:
+    """The command line that starts `imagegen ARGS...` through this launcher."""
+    limit = ["--nofile", str(nofile)] if nofile is not None else []
+    return [sys.executable, "-m", "tests.service.launch_server", *limit, *args]
+
+
 def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes

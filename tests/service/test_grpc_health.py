@@ -8,7 +8,6 @@ NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch); on shutdown a watch is sent NOT_SE
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.service import launch_server
 from tests.service.conftest import REPO, Server, free_port, repository_of, serving
 
 grpc = pytest.importorskip("grpc")
@@ -135,7 +135,7 @@ def test_servers_start_while_this_process_holds_a_channel(channel: Any) -> None:
     codes = []
     for _ in range(20):
         launched = subprocess.run(
-            [sys.executable, "-m", "tests.service.launch_server", "--nofile", "256", "serve", "--help"],
+            launch_server.command("serve", "--help", nofile=256),
             cwd=REPO,
             capture_output=True,
             timeout=60,
