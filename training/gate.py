@@ -5,14 +5,15 @@ The new version is measured (`training.evaluate`, both classifiers) before anyth
 written. It is refused, unless `--force`, when by either classifier its class accuracy falls
 by more than the sampling noise of the images measured, its fid_cls rises or its recall falls: a
 version that gains class accuracy by losing recall (fewer of the real images lie inside what it
-draws) is named as such. Near 100% a strict comparison of accuracy decides on a coin's toss (at
-99.9% on 10,000 images one standard error is three images), so a fall counts when a pooled
-two-proportion test puts it beyond 1.96 standard errors; a fall within that is printed, not
-counted. Recall and fid_cls are held strictly. The figures of the version
-now served are used as recorded when they were measured the same way (samples, first seed and
-the same classifier files); otherwise that version is measured again with the gate's settings,
-so both sides stand on the same footing. The manifest keeps the replaced version's figures as
-`previous`.
+draws) is named as such. Near 100% a strict comparison of accuracy decides on noise (at 99.9% on
+10,000 images one standard error of the difference between two versions is 4.5 images), so a
+fall counts when a pooled two-proportion test puts it beyond 1.96 standard errors (11 images
+there); a fall within that is printed, not counted. Recall and fid_cls are held strictly.
+
+The figures of the version now served are used as recorded when they were measured the same way
+(samples, first seed and the same classifier files); otherwise that version is measured again
+with the gate's settings, so both sides stand on the same footing. The manifest keeps the
+replaced version's figures as `previous`.
 
 `imagegen evaluate --compare models/<id>` prints the same comparison for the version now served.
 """

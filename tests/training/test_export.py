@@ -261,9 +261,9 @@ def test_gate_does_not_count_a_fall_within_sampling_noise():
 
 
 def test_gate_refuses_a_fall_beyond_sampling_noise():
-    """The sixth session's gan-mnist candidate: 99.85% -> 99.70% by the cnn, 15 more of 10,000
-    images misread, 2.2 standard errors: refused however much recall it gained. The same fall on
-    2,000 images is within noise, and with no sample count any fall counts."""
+    """99.85% -> 99.70% by the cnn, 15 more of 10,000 images misread, 2.2 standard errors:
+    refused however much recall it gained. The same fall on 2,000 images is within noise, and
+    with no sample count any fall counts."""
     from training.gate import figure_regressions
 
     served, candidate = _served_and_candidate(0.9985, 0.9970)
