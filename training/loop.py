@@ -37,6 +37,16 @@ def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: boo
     return torch.multinomial(weights, len(labels), replacement=True, generator=gen)
 
 
+def load_optimizer_keeping_settings(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load an optimiser's saved state (Adam's moments, step counts) but keep the settings this
+    run was built with: a saved state brings its own lr and betas, and `--set lr=...` on
+    `--resume` would otherwise be dropped without a word."""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, own in zip(opt.param_groups, settings, strict=True):
+        group.update(own)
+
+
 @dataclass
 class Batches:
     """The training images on the device, kept as uint8 and converted to float per batch, and
@@ -98,7 +108,7 @@ class TrainingLoop:
         if began_from:  # the file its start recorded: models/<id> may have moved on since
             self.run = dataclasses.replace(self.run, resume_from=began_from)
         for name, opt in self.opts.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
+            load_optimizer_keeping_settings(opt, ckpt["optimizers"][name])
         torch.set_rng_state(distributed.own_rng_state(ckpt["rng"], self.run.seed, self.replicas))
         self.data_gen.set_state(ckpt["rng"]["data"])  # before the unfinished epoch's permutation
         p = Progress(ckpt["epoch"], ckpt["step"], ckpt.get("epoch_step", 0), ckpt["duration_s"])

@@ -76,6 +76,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 7))
 
 
+def test_a_learning_rate_set_on_resume_takes_effect(tmp_path):
+    """The saved optimiser state carries its own lr: a resumed run must train at the one it was
+    given, as a run started with that lr would from the same point."""
+    out = tmp_path / "run"
+    train(tiny_run_config(out, "gan", epochs=1, max_samples=96), progress=False)
+    slower = tiny_run_config(out, "gan", epochs=2, max_samples=96, overrides={"lr": 1e-5})
+    train(slower, resume=True, progress=False)
+    _, ckpt = load_checkpoint(out)
+    for name, state in ckpt["optimizers"].items():
+        assert [g["lr"] for g in state["param_groups"]] == [1e-5], name
+    straight = tiny_run_config(tmp_path / "straight", "gan", epochs=2, max_samples=96)
+    assert not _same(_weights(out), _weights(train(straight, progress=False)))
+
+
 def test_cli_trains_and_reports_missing_data(tmp_path, data_dir, capsys):
     out = tmp_path / "cli"
     code = main(
