@@ -47,6 +47,23 @@ def load_optimizer_keeping_settings(opt: torch.optim.Optimizer, saved: dict[str,
         group.update(own)
 
 
+def refuse_another_model(
+    path: Path, saved_family: str, saved: torch.nn.Module, family: str, model: torch.nn.Module
+) -> None:
+    """A run's family and weight shapes (widths, latent size, classes) are fixed at its start:
+    `--resume` with others is refused naming the first difference, not a torch traceback."""
+    if saved_family != family:
+        raise ValueError(f"--resume: {path} is a {saved_family} run, not {family}")
+    wanted = model.state_dict()
+    for name, tensor in saved.state_dict().items():
+        if name in wanted and wanted[name].shape != tensor.shape:
+            raise ValueError(
+                f"--resume: {path}: {name} is {tuple(tensor.shape)}, the model with these settings "
+                f"wants {tuple(wanted[name].shape)}; a run keeps its shapes (start a new --out, or "
+                "continue an exported model with --resume-from)"
+            )
+
+
 @dataclass
 class Batches:
     """The training images on the device, kept as uint8 and converted to float per batch, and
@@ -102,6 +119,7 @@ class TrainingLoop:
     def resume(self) -> None:
         """Continue from the run's checkpoint: weights, optimisers, RNG states and progress."""
         saved_model, ckpt = load_checkpoint(self.ckpt_path)
+        refuse_another_model(self.ckpt_path, ckpt["family"], saved_model, self.run.family, self.model)
         self.model.load_state_dict(saved_model.state_dict())
         self.model.warmup_left = ckpt.get("warmup_left", 0)  # a warm-up cut short goes on
         began_from = ckpt["run_config"].get("resume_from")

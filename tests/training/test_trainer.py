@@ -193,6 +193,20 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_path(tmp_path, data_
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [(["--family", "vae"], "is a label run, not vae"), (["--set", "width=8"], "a run keeps its shapes")],
+)
+def test_resume_with_another_family_or_shape_is_refused_by_name(tmp_path, data_dir, capsys, change, named):
+    out = tmp_path / "run"
+    assert main(_label_cli_args(data_dir, out, 1)) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    code = main([*_label_cli_args(data_dir, out, 2), *change, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and "Traceback" not in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize("module", ["training.train_cli", "training.export", "training.evaluate"])
 def test_every_option_has_help_and_informative_defaults_are_shown(module):
     """`imagegen train|export|evaluate --help` describes every option and prints the defaults
