@@ -64,6 +64,17 @@ def refuse_another_model(
             )
 
 
+def refuse_other_images(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """`--resume` continues a run on its own images; new ones are a fine-tune (`--resume-from`)."""
+    for key in ("name", "class_names", "channels", "image_size"):
+        if key in saved and saved[key] != now[key]:
+            raise ValueError(
+                f"--resume: {path} trained on {saved.get('name')} ({key} {saved[key]}), this run "
+                f"reads {now['name']} ({key} {now[key]}); to go on with other images, export the "
+                "run and continue it with --resume-from"
+            )
+
+
 @dataclass
 class Batches:
     """The training images on the device, kept as uint8 and converted to float per batch, and
@@ -120,6 +131,7 @@ class TrainingLoop:
         """Continue from the run's checkpoint: weights, optimisers, RNG states and progress."""
         saved_model, ckpt = load_checkpoint(self.ckpt_path)
         refuse_another_model(self.ckpt_path, ckpt["family"], saved_model, self.run.family, self.model)
+        refuse_other_images(self.ckpt_path, ckpt.get("dataset", {}), self.dataset)
         self.model.load_state_dict(saved_model.state_dict())
         self.model.warmup_left = ckpt.get("warmup_left", 0)  # a warm-up cut short goes on
         began_from = ckpt["run_config"].get("resume_from")

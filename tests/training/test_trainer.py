@@ -195,9 +195,15 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_path(tmp_path, data_
 
 @pytest.mark.parametrize(
     ("change", "named"),
-    [(["--family", "vae"], "is a label run, not vae"), (["--set", "width=8"], "a run keeps its shapes")],
+    [
+        (["--family", "vae"], "is a label run, not vae"),
+        (["--set", "width=8"], "a run keeps its shapes"),
+        (["--dataset", "mnist"], "trained on fashion"),
+    ],
 )
-def test_resume_with_another_family_or_shape_is_refused_by_name(tmp_path, data_dir, capsys, change, named):
+def test_resume_with_another_family_shape_or_dataset_is_refused_by_name(
+    tmp_path, data_dir, capsys, change, named
+):
     out = tmp_path / "run"
     assert main(_label_cli_args(data_dir, out, 1)) == 0
     before = (out / "checkpoint.pt").read_bytes()
