@@ -142,6 +142,12 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True, tensorboa
         + (processes if replicas.parallel else ""),
         flush=True,
     )
+    if loop.progress.epoch >= run.epochs and replicas.is_main:  # --epochs is the total, not "more"
+        print(
+            f"nothing to train: the run is at epoch {loop.progress.epoch} and --epochs {run.epochs} is "
+            f"the total; pass --epochs {loop.progress.epoch + 1} or more to go on",
+            flush=True,
+        )
     board = None
     if tensorboard and replicas.is_main:  # a resumed run's events continue after its checkpoint's step
         board = TensorBoardLog(Path(tensorboard), resumed_at=loop.progress.step + 1 if resume else None)

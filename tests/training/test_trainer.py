@@ -193,6 +193,16 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_path(tmp_path, data_
     assert not (out / "checkpoint.pt").exists()
 
 
+def test_resume_at_or_past_its_epochs_says_that_epochs_is_the_total(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert main(_label_cli_args(data_dir, out, 1)) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main([*_label_cli_args(data_dir, out, 1), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing to train" in said and "--epochs 2" in said
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
