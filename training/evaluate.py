@@ -155,7 +155,10 @@ def write_metrics(model_dir: Path, evaluated: Manifest, result: dict) -> None:
     before = json.loads((model_dir / MANIFEST_NAME).read_text())
     measured = QualityMetrics.model_validate(result)
     # the figures of the version this one replaced, which export's quality gate compared against
-    measured.previous = current.metrics.previous if current.metrics is not None else None
+    # and what it overrode if it was forced past that gate
+    if current.metrics is not None:
+        measured.previous = current.metrics.previous
+        measured.gate_overridden = current.metrics.gate_overridden
     current.metrics = measured
     current.write(model_dir)
     after = json.loads((model_dir / MANIFEST_NAME).read_text())

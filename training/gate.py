@@ -10,6 +10,9 @@ draws) is named as such. Near 100% a strict comparison of accuracy decides on no
 fall counts when a pooled two-proportion test puts it beyond 1.96 standard errors (11 images
 there); a fall within that is printed, not counted. Recall and fid_cls are held strictly.
 
+A version admitted with `--force` records what the gate found worse (`metrics.gate_overridden`),
+so the repository shows which versions were exported past the gate and why they were refused.
+
 The figures of the version now served are used as recorded when they were measured the same way
 (samples, first seed and the same classifier files); otherwise that version is measured again
 with the gate's settings, so both sides stand on the same footing. The manifest keeps the
@@ -155,6 +158,7 @@ def quality_gate(
     judges = Judges.reference(candidate.dataset, cfg)
     new = QualityMetrics.model_validate(evaluate_model(candidate, staged, judges, cfg))
     old = served_metrics(model_dir, cfg, judges)
+    worse: list[str] = []
     if old is not None:
         worse = regressions(new, old)
         print(comparison_table([(f"v{old.evaluation.model_version} (current)", old),
@@ -166,7 +170,10 @@ def quality_gate(
                 f"{candidate.id} v{candidate.version} is worse than v{old.evaluation.model_version}: "
                 f"{'; '.join(worse)}. Nothing was written; --force exports it anyway"
             )
-    return new.model_copy(update={"previous": old.model_copy(update={"previous": None}) if old else None})
+    if worse:  # forced: the manifest says so, and what was overridden
+        print(f"--force: exported past the gate: {'; '.join(worse)}")
+    kept = old.model_copy(update={"previous": None}) if old else None
+    return new.model_copy(update={"previous": kept, "gate_overridden": worse or None})
 
 
 def comparison_table(rows: list[tuple[str, QualityMetrics | None]]) -> str:

@@ -259,6 +259,11 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
     for ok, text in targets:
         verdict = "not checked" if ok is None else ("met" if ok else "**missed**")
         lines.append(f"- {verdict}: {text}")
+    forced = [r for r in rows if r.evaluated and r.m.gate_overridden]
+    if forced:
+        lines += ["", "Exported past the quality gate (`--force`), with what the gate found worse:", ""]
+        lines += [f"- `{r.manifest.id}` v{r.manifest.version}: {'; '.join(r.m.gate_overridden or [])}"
+                  for r in forced]
     missing = [r.manifest.id for r in rows if not r.evaluated]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(f'`{i}`' for i in missing)}."]

@@ -130,6 +130,8 @@ class QualityMetrics(Figures):
     held_by: dict[str, str] | None = None
     # the metrics of the version this one replaced, kept by export's quality gate
     previous: QualityMetrics | None = None
+    # what the gate found worse than `previous` when `imagegen export --force` admitted it anyway
+    gate_overridden: list[str] | None = None
 
     def classifier_figures(self) -> dict[str, Figures]:
         """Figures by classifier name; older metrics count as their one classifier's (`cnn`)."""

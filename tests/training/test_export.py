@@ -178,6 +178,8 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(tiny_runs, tmp_path,
     assert forced.metrics is not None and forced.metrics.previous is not None
     assert forced.metrics.previous.by_classifier["cnn"].class_accuracy == 1.0
     assert forced.metrics.by_classifier["cnn"].class_accuracy < 1.0
+    assert forced.metrics.gate_overridden and "class accuracy" in forced.metrics.gate_overridden[0]
+    assert forced.metrics.previous.gate_overridden is None
     assert Manifest.read(models / "label-mnist").metrics == forced.metrics
 
 
