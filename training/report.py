@@ -16,18 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from imagegen.contract.classifier import ClassifierManifest
 from imagegen.contract.manifest import FAMILIES, MANIFEST_NAME, Manifest, QualityMetrics
 from training.cards import render_cards
+from training.targets import Row, check_targets, forced_past_gate, pct
 
 DATASET_ORDER = ("mnist", "fashion", "emoji")
 DATASET_TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "emoji": "Emoji (64x64 RGB image folder)"}
-# The third quality round's targets for our conditional models (overall class accuracy, worst
-# class), both reference classifiers: MNIST 98% / 94%, Fashion 93% / 75%, emoji 75% / 40%.
-CLASS_TARGETS = {"mnist": (0.98, 0.94), "fashion": (0.93, 0.75), "emoji": (0.75, 0.40)}
 
 
 METHOD = """\
@@ -87,28 +84,6 @@ python -m training.report --models-dir models --out docs/quality.md
 """
 
 
-@dataclass
-class Row:
-    manifest: Manifest
-
-    @property
-    def m(self) -> QualityMetrics:
-        if self.manifest.metrics is None:
-            raise ValueError(f"{self.manifest.id} has no metrics: run imagegen evaluate")
-        return self.manifest.metrics
-
-    @property
-    def evaluated(self) -> bool:
-        """Metrics present and measured on the ONNX file the manifest now names (a re-export
-        makes a new version, whose quality is unknown until it is evaluated again)."""
-        m = self.manifest.metrics
-        return m is not None and m.evaluation.onnx_sha256 == self.manifest.onnx.sha256
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
-
-
 def _each(m: QualityMetrics, key: str, fmt: str) -> str:
     """` (cnn a / resnet b)`: each classifier's own value of a held figure."""
     figs = m.classifier_figures()
@@ -123,8 +98,8 @@ def _class_cell(r: Row) -> str:
     m = r.m
     if m.class_accuracy is not None:
         each_worst = _each(m, "worst_class_accuracy", ".1%")
-        worst = f"worst: {m.worst_class} {_pct(m.worst_class_accuracy)}{each_worst}"
-        return f"{_pct(m.class_accuracy)}{_each(m, 'class_accuracy', '.1%')}; {worst}"
+        worst = f"worst: {m.worst_class} {pct(m.worst_class_accuracy)}{each_worst}"
+        return f"{pct(m.class_accuracy)}{_each(m, 'class_accuracy', '.1%')}; {worst}"
     if m.class_entropy_bits is not None:
         bits = f"{m.class_entropy_bits:.2f} / {m.class_entropy_max_bits:.2f} bits"
         return f"unconditional: class entropy {bits}"
@@ -186,42 +161,6 @@ def _row_key(r: Row) -> tuple:
     return (_family_key(r), r.manifest.baseline, r.manifest.id)
 
 
-def check_targets(rows: list[Row]) -> list[tuple[bool | None, str]]:
-    """(met, sentence) per target of the issue, with the numbers; met is None where the
-    comparison cannot be made."""
-    results = []
-    for r in rows:
-        man = r.manifest
-        if man.baseline or man.dataset not in CLASS_TARGETS or not man.conditional or not r.evaluated:
-            continue
-        m = r.m
-        overall_t, worst_t = CLASS_TARGETS[man.dataset]
-        ok = (m.class_accuracy or 0.0) >= overall_t and (m.worst_class_accuracy or 0.0) >= worst_t
-        results.append((ok, (
-            f"`{man.id}` class accuracy {_pct(m.class_accuracy)} (target >= {_pct(overall_t)}), "
-            f"worst class {m.worst_class} {_pct(m.worst_class_accuracy)} (target >= {_pct(worst_t)})"
-        )))
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for r in rows:
-        if r.evaluated:
-            groups.setdefault((r.manifest.dataset, r.manifest.family), []).append(r)
-    for (dataset, family), group in sorted(groups.items()):
-        ours = [r for r in group if not r.manifest.baseline]
-        seeds = [r for r in group if r.manifest.baseline]
-        if ours and not seeds:
-            results.append((None, f"{dataset} `{family}`: no seed baseline shipped, fid_cls not compared"))
-        if not ours or not seeds:
-            continue
-        best = min(ours, key=lambda r: r.m.fid_cls)
-        base = min(seeds, key=lambda r: r.m.fid_cls)
-        ok = best.m.fid_cls < base.m.fid_cls
-        results.append((ok, (
-            f"{dataset} `{family}`: ours `{best.manifest.id}` fid_cls {best.m.fid_cls:.2f} vs seed "
-            f"baseline `{base.manifest.id}` {base.m.fid_cls:.2f} (lower is better)"
-        )))
-    return results
-
-
 def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: Path) -> str:
     lines = [
         METHOD,
@@ -259,11 +198,10 @@ def render(rows: list[Row], classifiers: list[dict], grids_dir: Path, out_dir: P
     for ok, text in targets:
         verdict = "not checked" if ok is None else ("met" if ok else "**missed**")
         lines.append(f"- {verdict}: {text}")
-    forced = [r for r in rows if r.evaluated and r.m.gate_overridden]
+    forced = forced_past_gate(rows)
     if forced:
         lines += ["", "Exported past the quality gate (`--force`), with what the gate found worse:", ""]
-        lines += [f"- `{r.manifest.id}` v{r.manifest.version}: {'; '.join(r.m.gate_overridden or [])}"
-                  for r in forced]
+        lines += [f"- {text}" for text in forced]
     missing = [r.manifest.id for r in rows if not r.evaluated]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(f'`{i}`' for i in missing)}."]
