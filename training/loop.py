@@ -22,7 +22,7 @@ from training.families.base import FamilyModel, Optimizers
 from training.interrupt import StopOnCtrlC, TrainingInterrupted
 from training.run_config import RunConfig
 from training.run_log import LOSS_CSV, LossLog, TensorBoardLog, draw_grid, eta, plot_losses, truncate_losses
-from training.weights import read_metadata, weights_path
+from training.weights import first_shape_mismatch, read_metadata, weights_path
 
 
 def epoch_order(labels: torch.Tensor, gen: torch.Generator, balance_classes: bool) -> torch.Tensor:
@@ -54,14 +54,12 @@ def refuse_another_model(
     `--resume` with others is refused naming the first difference, not a torch traceback."""
     if saved_family != family:
         raise ValueError(f"--resume: {path} is a {saved_family} run, not {family}")
-    wanted = model.state_dict()
-    for name, tensor in saved.state_dict().items():
-        if name in wanted and wanted[name].shape != tensor.shape:
-            raise ValueError(
-                f"--resume: {path}: {name} is {tuple(tensor.shape)}, the model with these settings "
-                f"wants {tuple(wanted[name].shape)}; a run keeps its shapes (start a new --out, or "
-                "continue an exported model with --resume-from)"
-            )
+    mismatch = first_shape_mismatch(saved.state_dict(), model.state_dict())
+    if mismatch:
+        raise ValueError(
+            f"--resume: {path}: {mismatch}; a run keeps its shapes (start a new --out, or continue "
+            "an exported model with --resume-from)"
+        )
 
 
 def refuse_other_images(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:

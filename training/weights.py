@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,18 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return {key: json.loads(value) for key, value in raw.items()}
 
 
+def first_shape_mismatch(saved: Mapping[str, torch.Tensor], wanted: Mapping[str, torch.Tensor]) -> str | None:
+    """The first saved weight whose shape the model built now does not take, named with both
+    shapes; None when every shape matches."""
+    for name, tensor in saved.items():
+        if name in wanted and wanted[name].shape != tensor.shape:
+            return (
+                f"{name} is {tuple(tensor.shape)}, the model with these settings wants "
+                f"{tuple(wanted[name].shape)}"
+            )
+    return None
+
+
 def load_weights(
     source: str | Path, config_changes: dict[str, Any] | None = None, family: str | None = None
 ) -> tuple[FamilyModel, dict[str, Any]]:
@@ -166,13 +179,9 @@ def load_weights(
     config = {**meta["model_config"], **(config_changes or {})}
     model = build_model(meta["family"], config)
     state = load_file(str(path))
-    expected = model.state_dict()
-    for name, tensor in state.items():
-        if name in expected and expected[name].shape != tensor.shape:
-            raise WeightsError(
-                f"{path}: {name} is {tuple(tensor.shape)}, the model with these settings wants "
-                f"{tuple(expected[name].shape)}"
-            )
+    mismatch = first_shape_mismatch(state, model.state_dict())
+    if mismatch:
+        raise WeightsError(f"{path}: {mismatch}")
     try:
         model.load_state_dict(state)  # a gan switching its moving average on starts it here
     except RuntimeError as exc:
