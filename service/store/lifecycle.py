@@ -79,6 +79,7 @@ class Lifecycle:
             for entry in entries:  # known (state `loading`) before any is loaded, so lookups name them all
                 self.registry.models[entry.id] = ServedModel(entry.id, entry.manifest, reason=entry.error)
                 self.metrics.model_ready.labels(entry.id).set(0)
+            self.registry.scanned = True
             for entry in entries:
                 try:
                     self.registry.models[entry.id] = await self._prepare(entry)

@@ -24,6 +24,7 @@ class Registry:
         self.default_dataset = default_dataset
         self.executor = executor
         self.models: dict[str, ServedModel] = {}
+        self.scanned = False  # True once the repository's folders are known (state `loading` or later)
         self.loaded = False  # True once every model has been tried
 
     def ids(self) -> list[str]:
@@ -37,8 +38,19 @@ class Registry:
         """The model with this id, whatever its state; UnknownModel listing the ids otherwise."""
         served = self.models.get(model_id)
         if served is None:
-            raise UnknownModel(f"unknown model {model_id!r}", models=self.ids())
+            raise self.missing(f"unknown model {model_id!r}")
         return served
+
+    def missing(self, message: str) -> ModelUnavailable | UnknownModel:
+        """The error for a name the registry does not hold: during the start-up scan it may be a
+        folder not read yet, so 503 with Retry-After (never a false 404); after it, UnknownModel."""
+        if not self.scanned:
+            return ModelUnavailable(
+                "the model repository is still being read at start-up; retry shortly",
+                headers={"Retry-After": "1"},
+                state="loading",
+            )
+        return UnknownModel(message, models=self.ids())
 
     def resolve(self, model: str, dataset: str | None = None) -> ServedModel:
         """`model` is an id, or a family resolved (with `dataset`) to its non-baseline model."""
@@ -46,6 +58,8 @@ class Registry:
 
     def find(self, model: str, dataset: str | None = None) -> ServedModel:
         """Like resolve(), whatever the model's state."""
+        if not self.scanned and model not in self.models:
+            raise self.missing(f"unknown model {model!r}")
         return find_model(self.models, model, dataset, self.default_dataset)
 
     def ready_ids(self) -> list[str]:

@@ -182,7 +182,8 @@ def keyed_service(
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`imagegen serve` on loopback with the repository's `models` (linked into `work`), started as
-    compose starts it: through serve-with-key.sh with the generated key; yields its host:port."""
+    compose starts it: through serve-with-key.sh with the generated key; yields its host:port once
+    its models are ready."""
     from tests.deploy.test_monitoring import _stop, _wait
 
     folder = work / "models"
@@ -200,7 +201,8 @@ def keyed_service(
     process = subprocess.Popen(command, env=environ, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
         try:
-            _wait(f"http://127.0.0.1:{port}/healthz", 120, process)
+            # /readyz, not /healthz: models load after start-up, and a test's first request must not race them
+            _wait(f"http://127.0.0.1:{port}/readyz", 120, process)
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
         yield f"127.0.0.1:{port}"

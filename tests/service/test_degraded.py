@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from imagegen.contract.manifest import sha256_file
-from tests.service.conftest import REPO, Server, copy_model, start_server
+from tests.service.conftest import REPO, Server, copy_model, serving, start_server
 
 BROKEN = ("broken-sha", "broken-truncated", "broken-mismatch", "broken-json")
 SLOW = (
@@ -146,6 +146,39 @@ def test_failed_model_answers_503_with_reason(degraded: Server) -> None:
     assert r.status_code == 503
     err = r.json()["error"]
     assert err["code"] == "model_unavailable" and "sha256" in err["reason"]
+
+
+def test_a_model_asked_for_while_the_repository_is_read_gets_503_never_404(
+    models_dir: Path, conditional: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """At start-up the scan hashes every ONNX file before any model is known; a 2 GiB (sparse)
+    file holds it open for seconds. A model in the repository is not "unknown" meanwhile: every
+    answer until it serves is 503 with Retry-After, on our API and the protocol's, never a 404."""
+    root = tmp_path_factory.mktemp("slow-scan")
+    good = conditional["id"]
+    copy_model(models_dir, good, root)
+    big = copy_model(models_dir, good, root, "big-onnx")
+    (big / conditional["manifest"]["onnx"]["file"]).open("r+b").truncate(2 << 30)
+    asks = {
+        "/generate": lambda url: httpx.get(url + "/generate", params={"model": good, "digit": 3}, timeout=30),
+        "/v1/models/{id}": lambda url: httpx.get(f"{url}/v1/models/{good}", timeout=30),
+        "/v2/models/{id}/ready": lambda url: httpx.get(f"{url}/v2/models/{good}/ready", timeout=30),
+    }
+    answers: dict[str, list[httpx.Response]] = {name: [] for name in asks}
+    with serving(root, tmp_path_factory.mktemp("slow-scan-logs"), wait_ready=False) as srv:
+        deadline = time.monotonic() + 120
+        while answers["/generate"][-1:] == [] or answers["/generate"][-1].status_code != 200:
+            assert time.monotonic() < deadline, "the good model never served"
+            for name, ask in asks.items():
+                answers[name].append(ask(srv.url))
+        states = httpx.get(srv.url + "/readyz", timeout=30).json()["models"]
+    assert states == {good: "ready", "big-onnx": "failed"}  # the big file's sha256 does not match
+    for name in asks:
+        assert 404 not in {r.status_code for r in answers[name]}, name
+    early = [r for name in asks for r in answers[name] if r.status_code == 503]
+    assert early, "no request landed during the scan: the test did not exercise the window"
+    assert all(r.headers["retry-after"] == "1" for r in early if "/v2/" not in str(r.url))
+    assert {r.json()["error"]["code"] for r in early if "/v2/" not in str(r.url)} == {"model_unavailable"}
 
 
 def _queue_depth(url: str, model: str) -> float:
