@@ -17,6 +17,8 @@ from service.store.names import find_model
 from service.store.repository import model_folders
 from service.store.served import UNLOADED, IndexEntry, ServedModel
 
+RETRY_SOON = {"Retry-After": "1"}  # a model still loading: retrying helps (a failed one: it does not)
+
 
 class Registry:
     def __init__(self, models_dir: Path, default_dataset: str, executor: Executor) -> None:
@@ -47,7 +49,7 @@ class Registry:
         if not self.scanned:
             return ModelUnavailable(
                 "the model repository is still being read at start-up; retry shortly",
-                headers={"Retry-After": "1"},
+                headers=RETRY_SOON,
                 state="loading",
             )
         return UnknownModel(message, models=self.ids())
@@ -87,7 +89,9 @@ def usable(served: ServedModel) -> ServedModel:
     if served.state == "ready":
         return served
     if served.state == "loading":
-        raise ModelUnavailable(f"model {served.id!r} is still loading", model=served.id, state="loading")
+        raise ModelUnavailable(
+            f"model {served.id!r} is still loading", headers=RETRY_SOON, model=served.id, state="loading"
+        )
     if served.state == "unloaded":
         raise ModelUnavailable(f"model {served.id!r} is {UNLOADED}", model=served.id, state="unloaded")
     raise ModelUnavailable(
