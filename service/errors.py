@@ -29,7 +29,7 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
-        self.headers = headers or {}
+        self.headers = dict(headers or {})  # its own copy: callers may pass a shared constant
 
     def body(self) -> dict[str, Any]:
         message = clip(self.message, MAX_MESSAGE_CHARS)
