@@ -159,7 +159,8 @@ def test_a_model_asked_for_while_the_repository_is_read_gets_503_never_404(
     good = conditional["id"]
     copy_model(models_dir, good, root)
     big = copy_model(models_dir, good, root, "big-onnx")
-    (big / conditional["manifest"]["onnx"]["file"]).open("r+b").truncate(2 << 30)
+    with (big / conditional["manifest"]["onnx"]["file"]).open("r+b") as onnx_file:
+        onnx_file.truncate(2 << 30)
     asks = {
         "/generate": lambda url: httpx.get(url + "/generate", params={"model": good, "digit": 3}, timeout=30),
         "/v1/models/{id}": lambda url: httpx.get(f"{url}/v1/models/{good}", timeout=30),
@@ -168,10 +169,12 @@ def test_a_model_asked_for_while_the_repository_is_read_gets_503_never_404(
     answers: dict[str, list[httpx.Response]] = {name: [] for name in asks}
     with serving(root, tmp_path_factory.mktemp("slow-scan-logs"), wait_ready=False) as srv:
         deadline = time.monotonic() + 120
-        while answers["/generate"][-1:] == [] or answers["/generate"][-1].status_code != 200:
+        served = False
+        while not served:
             assert time.monotonic() < deadline, "the good model never served"
             for name, ask in asks.items():
                 answers[name].append(ask(srv.url))
+            served = answers["/generate"][-1].status_code == 200
         states = httpx.get(srv.url + "/readyz", timeout=30).json()["models"]
     assert states == {good: "ready", "big-onnx": "failed"}  # the big file's sha256 does not match
     for name in asks:
