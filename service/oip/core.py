@@ -18,7 +18,7 @@ from imagegen.contract.manifest import Manifest
 from imagegen.contract.triton_config import PLATFORM, model_config
 from service.dataplane.admission import Ticket
 from service.dataplane.plane import Call, DataPlane
-from service.oip.errors import ProtocolError, from_service_error
+from service.oip.errors import ProtocolError
 from service.oip.payload import read_payload
 from service.oip.tensors import Tensor
 from service.oip.types import (
@@ -75,9 +75,8 @@ class InferenceService:
     def find(self, name: str, version: str = "") -> ServedModel:
         """The model of that id (whatever its state) and, when given, that version; else not_found."""
         served = self.registry.models.get(name)
-        if served is None and not self.registry.scanned:
-            raise from_service_error(self.registry.missing(name))
         if served is None:
+            self.registry.refuse_while_reading()  # a ServiceError: the adapters map it (503 / UNAVAILABLE)
             raise ProtocolError("not_found", f"unknown model {name[:100]!r}; models: {self.registry.ids()}")
         if version and (served.manifest is None or version != str(served.manifest.version)):
             serving = "none" if served.manifest is None else str(served.manifest.version)

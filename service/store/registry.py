@@ -40,19 +40,19 @@ class Registry:
         """The model with this id, whatever its state; UnknownModel listing the ids otherwise."""
         served = self.models.get(model_id)
         if served is None:
-            raise self.missing(f"unknown model {model_id!r}")
+            self.refuse_while_reading()
+            raise UnknownModel(f"unknown model {model_id!r}", models=self.ids())
         return served
 
-    def missing(self, message: str) -> ModelUnavailable | UnknownModel:
-        """The error for a name the registry does not hold: during the start-up scan it may be a
-        folder not read yet, so 503 with Retry-After (never a false 404); after it, UnknownModel."""
+    def refuse_while_reading(self) -> None:
+        """ModelUnavailable (503, Retry-After) until the start-up scan has read the repository: a
+        name not held yet may be a folder not read yet, and a 404 would say it does not exist."""
         if not self.scanned:
-            return ModelUnavailable(
+            raise ModelUnavailable(
                 "the model repository is still being read at start-up; retry shortly",
                 headers=RETRY_SOON,
                 state="loading",
             )
-        return UnknownModel(message, models=self.ids())
 
     def resolve(self, model: str, dataset: str | None = None) -> ServedModel:
         """`model` is an id, or a family resolved (with `dataset`) to its non-baseline model."""
@@ -60,8 +60,7 @@ class Registry:
 
     def find(self, model: str, dataset: str | None = None) -> ServedModel:
         """Like resolve(), whatever the model's state."""
-        if not self.scanned and model not in self.models:
-            raise self.missing(f"unknown model {model!r}")
+        self.refuse_while_reading()
         return find_model(self.models, model, dataset, self.default_dataset)
 
     def ready_ids(self) -> list[str]:
